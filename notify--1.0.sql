@@ -1,0 +1,930 @@
+/*
+ * notify--1.0.sql
+ *
+ * Schema and SQL API of the notify extension.
+ *
+ * Tables live in schema "notify"; the functions an application calls live
+ * in the extension's own schema (public by default), so that
+ * SELECT notify_send(...) works right after CREATE EXTENSION.
+ *
+ * Data flow (see README, "Architecture"):
+ *   notify_send() -> notify.notifications (one row per request, rendered
+ *   content per channel) -> notify.outbox (one row per destination, the
+ *   hot queue that workers claim) -> on a final outcome the row moves to
+ *   notify.deliveries (append-only history); retried attempts are kept in
+ *   notify.attempts.
+ *
+ * Everything an application calls is SECURITY DEFINER with a pinned
+ * search_path; the tables themselves are not readable by PUBLIC.
+ */
+
+\echo Use "CREATE EXTENSION notify" to load this file. \quit
+
+CREATE SCHEMA notify;
+COMMENT ON SCHEMA notify IS 'notify: tables, views and internals of the notify extension';
+REVOKE ALL ON SCHEMA notify FROM PUBLIC;
+
+/* ------------------------------------------------------------------------
+ * Contacts
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE notify.recipients (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	external_id text NOT NULL UNIQUE,
+	email		text,
+	phone		text,
+	locale		text,
+	timezone	text,
+	attributes	jsonb NOT NULL DEFAULT '{}',
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT recipients_phone_e164 CHECK (phone ~ '^\+[1-9][0-9]{0,14}$'),
+	CONSTRAINT recipients_attributes_object CHECK (jsonb_typeof(attributes) = 'object')
+);
+COMMENT ON TABLE notify.recipients IS 'people notify can reach, keyed by the application''s own user id (external_id)';
+
+CREATE TABLE notify.devices (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	recipient_id bigint NOT NULL REFERENCES notify.recipients (id) ON DELETE CASCADE,
+	platform	text NOT NULL CHECK (platform IN ('ios', 'android', 'web')),
+	-- ios/android: the APNS/FCM token; web: the subscription's endpoint URL
+	token		text NOT NULL,
+	-- web only: the browser's PushSubscription {endpoint, keys {p256dh, auth}}
+	subscription jsonb,
+	-- optional provider instance (notify.providers.name) for this device's app
+	app			text,
+	active		boolean NOT NULL DEFAULT true,
+	last_error	text,
+	deactivated_at timestamptz,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	UNIQUE (platform, token)
+);
+CREATE INDEX devices_recipient ON notify.devices (recipient_id) WHERE active;
+COMMENT ON TABLE notify.devices IS 'push destinations: APNS and FCM tokens, Web Push subscriptions';
+
+CREATE TABLE notify.preferences (
+	recipient_id bigint NOT NULL REFERENCES notify.recipients (id) ON DELETE CASCADE,
+	channel		text NOT NULL CHECK (channel IN ('push', 'sms', 'email', 'webhook')),
+	category	text,			-- NULL: the whole channel
+	enabled		boolean NOT NULL,
+	source		text NOT NULL DEFAULT 'api',	-- api, sms_stop, unsubscribe, admin
+	updated_at	timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT preferences_key UNIQUE NULLS NOT DISTINCT (recipient_id, channel, category)
+);
+COMMENT ON TABLE notify.preferences IS 'opt-ins and opt-outs; no row means enabled, a category row beats the channel row';
+
+/* ------------------------------------------------------------------------
+ * Templates and providers
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE notify.templates (
+	name		text NOT NULL CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
+	channel		text NOT NULL CHECK (channel IN ('push', 'sms', 'email', 'webhook')),
+	locale		text NOT NULL DEFAULT '',	-- '' is the default locale
+	version		integer NOT NULL CHECK (version > 0),
+	content		jsonb NOT NULL,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	created_by	name NOT NULL DEFAULT session_user,
+	PRIMARY KEY (name, channel, locale, version)
+);
+COMMENT ON TABLE notify.templates IS 'message templates per channel and locale; every change is a new version, old versions are kept';
+
+CREATE TABLE notify.providers (
+	name		text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_-]{0,62}$'),
+	kind		text NOT NULL CHECK (kind IN ('apns', 'fcm', 'webpush', 'twilio', 'smtp', 'webhook')),
+	config		jsonb NOT NULL DEFAULT '{}',	-- holds secrets: never exposed
+	enabled		boolean NOT NULL DEFAULT true,
+	paused		boolean NOT NULL DEFAULT false,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	updated_at	timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE notify.providers IS 'provider instances and their configuration; config holds secrets and is readable only by the extension owner';
+
+/* ------------------------------------------------------------------------
+ * Sending: requests, the hot outbox, and history
+ * ------------------------------------------------------------------------ */
+
+CREATE TABLE notify.notifications (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	recipient_id bigint NOT NULL REFERENCES notify.recipients (id) ON DELETE CASCADE,
+	recipient	text NOT NULL,	-- external_id at send time
+	template	text NOT NULL,
+	params		jsonb NOT NULL,
+	-- rendered content per channel: {"push": {...}, "email": {...}}
+	rendered	jsonb NOT NULL,
+	-- template version used per channel: {"push": 3, "email": 1}
+	versions	jsonb NOT NULL,
+	category	text,
+	priority	smallint NOT NULL DEFAULT 0,
+	send_at		timestamptz,
+	expires_at	timestamptz,
+	idempotency_key text,
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX notifications_idempotency ON notify.notifications (idempotency_key)
+	WHERE idempotency_key IS NOT NULL;
+CREATE INDEX notifications_recipient ON notify.notifications (recipient_id, id);
+COMMENT ON TABLE notify.notifications IS 'one row per send request, with the content rendered at send time';
+
+/*
+ * The outbox holds only deliveries that are not finished: queued, in flight
+ * or waiting for a retry.  A final outcome moves the row to
+ * notify.deliveries, so the claim index stays as small as the backlog no
+ * matter how much history accumulates.  A claim changes only status,
+ * attempts and lease_until, none of them indexed, so claims are HOT
+ * updates.
+ */
+CREATE TABLE notify.outbox (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	notification_id bigint NOT NULL,
+	recipient_id bigint NOT NULL,
+	channel		text NOT NULL,
+	provider	text NOT NULL,
+	destination text NOT NULL,
+	device_id	bigint,
+	priority	smallint NOT NULL,
+	status		text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'inflight', 'retry')),
+	attempts	integer NOT NULL DEFAULT 0,
+	next_attempt_at timestamptz NOT NULL,
+	lease_until timestamptz,
+	expires_at	timestamptz,
+	last_error	text,
+	created_at	timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 80,
+		autovacuum_vacuum_scale_factor = 0.01,
+		autovacuum_vacuum_insert_scale_factor = 0.01,
+		autovacuum_vacuum_cost_delay = 0);
+CREATE INDEX outbox_claim ON notify.outbox (provider, priority DESC, next_attempt_at, id);
+CREATE INDEX outbox_notification ON notify.outbox (notification_id);
+COMMENT ON TABLE notify.outbox IS 'deliveries not yet finished; workers claim rows here with FOR UPDATE SKIP LOCKED';
+
+CREATE TABLE notify.deliveries (
+	id			bigint PRIMARY KEY,	-- the outbox id it had
+	notification_id bigint NOT NULL,
+	recipient_id bigint NOT NULL,
+	channel		text NOT NULL,
+	provider	text,
+	destination text,
+	device_id	bigint,
+	priority	smallint NOT NULL,
+	status		text NOT NULL CHECK (status IN ('sent', 'failed', 'dead', 'expired', 'suppressed', 'skipped', 'cancelled')),
+	attempts	integer NOT NULL DEFAULT 0,
+	last_error	text,
+	provider_status integer,
+	provider_message_id text,
+	segments	smallint,		-- SMS parts the provider billed
+	created_at	timestamptz NOT NULL,
+	sent_at		timestamptz,
+	finished_at timestamptz NOT NULL DEFAULT now(),
+	delivered_at timestamptz,
+	opened_at	timestamptz,
+	clicked_at	timestamptz
+);
+CREATE INDEX deliveries_notification ON notify.deliveries (notification_id);
+CREATE INDEX deliveries_finished ON notify.deliveries (finished_at);
+CREATE INDEX deliveries_dead ON notify.deliveries (provider, finished_at) WHERE status IN ('dead', 'failed');
+COMMENT ON TABLE notify.deliveries IS 'finished deliveries (sent, failed, dead, expired, suppressed, skipped, cancelled): append-only history';
+
+CREATE TABLE notify.attempts (
+	outbox_id	bigint NOT NULL,
+	attempt		integer NOT NULL,
+	at			timestamptz NOT NULL DEFAULT now(),
+	outcome		text NOT NULL,	-- retry (final attempts live in deliveries)
+	provider_status integer,
+	error		text,
+	PRIMARY KEY (outbox_id, attempt)
+);
+COMMENT ON TABLE notify.attempts IS 'attempts that did not finish a delivery (the retried ones); the final attempt is the deliveries row';
+
+/* ------------------------------------------------------------------------
+ * Internal C functions
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION notify._render(content jsonb, channel text, params jsonb, attributes jsonb, template_name text)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'notify_render'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION notify._check_template(content jsonb, channel text, template_name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'notify_check_template_sql'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+
+CREATE FUNCTION notify._template_vars(content jsonb)
+RETURNS text[]
+AS 'MODULE_PATHNAME', 'notify_template_vars'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Refuses a provider configuration the provider could not use.
+CREATE FUNCTION notify._check_provider_config(kind text, config jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'notify_check_provider_config'
+LANGUAGE C STABLE STRICT;
+
+-- The configuration with every secret replaced by '********'.
+CREATE FUNCTION notify._mask_secrets(kind text, config jsonb)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'notify_mask_secrets'
+LANGUAGE C IMMUTABLE STRICT;
+
+-- Refuses a rendered push message over the provider's payload limit.
+CREATE FUNCTION notify._check_payload(kind text, provider text, message jsonb)
+RETURNS void
+AS 'MODULE_PATHNAME', 'notify_check_payload'
+LANGUAGE C IMMUTABLE STRICT;
+
+-- Wakes the workers of these providers when the calling transaction commits.
+CREATE FUNCTION notify._wake_on_commit(providers text[])
+RETURNS void
+AS 'MODULE_PATHNAME', 'notify_wake_on_commit'
+LANGUAGE C VOLATILE STRICT;
+
+-- Tells the launcher that providers changed (start/stop workers).
+CREATE FUNCTION notify._providers_changed()
+RETURNS void
+AS 'MODULE_PATHNAME', 'notify_providers_changed'
+LANGUAGE C VOLATILE;
+
+-- True when notify is in shared_preload_libraries (workers can run).
+CREATE FUNCTION notify._workers_loaded()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'notify_workers_loaded'
+LANGUAGE C STABLE;
+
+/* ------------------------------------------------------------------------
+ * Internal SQL helpers
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION notify._check_channel(p_channel text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_channel IS NULL OR p_channel NOT IN ('push', 'sms', 'email', 'webhook') THEN
+		RAISE EXCEPTION 'unknown channel "%"', p_channel
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Channels are push, sms, email and webhook.';
+	END IF;
+END;
+$$;
+
+CREATE FUNCTION notify._recipient_id(p_recipient text)
+RETURNS bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_id bigint;
+BEGIN
+	SELECT r.id INTO v_id FROM notify.recipients r WHERE r.external_id = p_recipient;
+	IF v_id IS NULL THEN
+		RAISE EXCEPTION 'unknown recipient "%"', p_recipient
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'Create it first with notify_upsert_recipient().';
+	END IF;
+	RETURN v_id;
+END;
+$$;
+
+/*
+ * Which provider instance delivers for a kind: the one a device names (its
+ * app), else the instance named like the kind, else the only enabled
+ * instance of that kind.
+ */
+CREATE FUNCTION notify._provider_for(p_kind text, p_app text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_name text;
+	v_kind text;
+	v_count int;
+BEGIN
+	IF p_app IS NOT NULL THEN
+		SELECT p.kind INTO v_kind FROM notify.providers p WHERE p.name = p_app;
+		IF v_kind = p_kind THEN
+			RETURN p_app;
+		END IF;
+	END IF;
+	IF EXISTS (SELECT 1 FROM notify.providers p WHERE p.name = p_kind AND p.kind = p_kind) THEN
+		RETURN p_kind;
+	END IF;
+	SELECT min(p.name), count(*) INTO v_name, v_count
+	  FROM notify.providers p WHERE p.kind = p_kind AND p.enabled;
+	IF v_count = 1 THEN
+		RETURN v_name;
+	END IF;
+	IF v_count > 1 THEN
+		RAISE EXCEPTION 'several % providers are configured and none is named "%"', p_kind, p_kind
+			USING ERRCODE = 'ambiguous_parameter',
+				  HINT = 'Name one provider after its kind, or register devices with app => the provider name.';
+	END IF;
+	RAISE EXCEPTION 'no % provider is configured', p_kind
+		USING ERRCODE = 'undefined_object',
+			  HINT = format('Configure one with notify_set_provider(%L, %L, config).', p_kind, p_kind);
+END;
+$$;
+
+-- The locales to try for a recipient: exact, then language, then default.
+CREATE FUNCTION notify._locale_chain(p_locale text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE
+		WHEN p_locale IS NULL OR p_locale = '' THEN ARRAY['']
+		WHEN split_part(replace(p_locale, '_', '-'), '-', 1) <> p_locale
+			THEN ARRAY[p_locale, split_part(replace(p_locale, '_', '-'), '-', 1), '']
+		ELSE ARRAY[p_locale, '']
+	END
+$$;
+
+/* ------------------------------------------------------------------------
+ * Contacts API
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION notify_upsert_recipient(recipient text,
+										email text DEFAULT NULL,
+										phone text DEFAULT NULL,
+										locale text DEFAULT NULL,
+										timezone text DEFAULT NULL,
+										attributes jsonb DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	v_id bigint;
+BEGIN
+	IF recipient IS NULL OR length(recipient) = 0 OR length(recipient) > 256 THEN
+		RAISE EXCEPTION 'recipient id must be between 1 and 256 characters'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use your application''s own user id.';
+	END IF;
+	IF email IS NOT NULL AND email !~ '^[^@\s<>(),;:"\[\]\\]+@[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}[A-Za-z0-9])?)+$' THEN
+		RAISE EXCEPTION 'invalid email address "%"', email
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give an address like name@example.com, without a display name.';
+	END IF;
+	IF phone IS NOT NULL AND phone !~ '^\+[1-9][0-9]{0,14}$' THEN
+		RAISE EXCEPTION 'phone number "%" is not in E.164 format', phone
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Write it as + then country code and number, digits only, at most 15: +14155550123.';
+	END IF;
+	IF timezone IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names WHERE name = timezone) THEN
+		RAISE EXCEPTION 'unknown time zone "%"', timezone
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use an IANA name such as Europe/Berlin (see pg_timezone_names).';
+	END IF;
+	IF locale IS NOT NULL AND locale !~ '^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$' THEN
+		RAISE EXCEPTION 'invalid locale "%"', locale
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a BCP 47 tag such as en, pt-BR or zh-Hant-TW.';
+	END IF;
+	IF attributes IS NOT NULL AND jsonb_typeof(attributes) <> 'object' THEN
+		RAISE EXCEPTION 'attributes must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass something like ''{"first_name": "Ada"}''::jsonb.';
+	END IF;
+
+	INSERT INTO notify.recipients AS r (external_id, email, phone, locale, timezone, attributes)
+	VALUES (recipient, email, phone, locale, timezone, coalesce(attributes, '{}'))
+	ON CONFLICT (external_id) DO UPDATE
+		SET email = coalesce(EXCLUDED.email, r.email),
+			phone = coalesce(EXCLUDED.phone, r.phone),
+			locale = coalesce(EXCLUDED.locale, r.locale),
+			timezone = coalesce(EXCLUDED.timezone, r.timezone),
+			attributes = CASE WHEN notify_upsert_recipient.attributes IS NULL THEN r.attributes
+							  ELSE r.attributes || EXCLUDED.attributes END,
+			updated_at = now()
+	RETURNING r.id INTO v_id;
+	RETURN v_id;
+END;
+$$;
+
+CREATE FUNCTION notify_register_device(recipient text, platform text, token text, app text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	v_recipient bigint;
+	v_token text := token;
+	v_sub jsonb;
+	v_id bigint;
+BEGIN
+	v_recipient := notify._recipient_id(recipient);
+	IF platform IS NULL OR platform NOT IN ('ios', 'android', 'web') THEN
+		RAISE EXCEPTION 'unknown platform "%"', platform
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Platforms are ios (APNS), android (FCM) and web (Web Push).';
+	END IF;
+	IF token IS NULL OR token = '' THEN
+		RAISE EXCEPTION 'device token is empty'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass the token the platform gave the app.';
+	END IF;
+	IF app IS NOT NULL AND NOT EXISTS (SELECT 1 FROM notify.providers p WHERE p.name = app) THEN
+		RAISE EXCEPTION 'unknown provider "%" for app', app
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'app names a provider instance; create it with notify_set_provider() first.';
+	END IF;
+
+	IF platform = 'ios' THEN
+		IF token !~ '^[0-9A-Fa-f]{64}$' THEN
+			RAISE EXCEPTION 'APNS device token must be 64 hexadecimal digits'
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = format('Got %s characters.', length(token)),
+					  HINT = 'Send the token as hex, e.g. from deviceToken.map { String(format: "%02x", $0) }.joined().';
+		END IF;
+		v_token := lower(token);
+	ELSIF platform = 'android' THEN
+		IF token !~ '^[A-Za-z0-9_:.-]{20,4096}$' THEN
+			RAISE EXCEPTION 'FCM registration token is malformed'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass the token from FirebaseMessaging.getInstance().getToken() unchanged.';
+		END IF;
+	ELSE
+		BEGIN
+			v_sub := token::jsonb;
+		EXCEPTION WHEN others THEN
+			RAISE EXCEPTION 'web push subscription is not valid JSON'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass JSON.stringify(pushSubscription) from the browser.';
+		END;
+		IF jsonb_typeof(v_sub) <> 'object'
+		   OR jsonb_typeof(v_sub->'endpoint') IS DISTINCT FROM 'string'
+		   OR (v_sub->>'endpoint') !~ '^https?://[^/\s]+' THEN
+			RAISE EXCEPTION 'web push subscription has no endpoint URL'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass the whole PushSubscription: {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}.';
+		END IF;
+		IF (v_sub #>> '{keys,p256dh}') IS NULL OR (v_sub #>> '{keys,auth}') IS NULL THEN
+			RAISE EXCEPTION 'web push subscription is missing keys.p256dh or keys.auth'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass the whole PushSubscription: {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}.';
+		END IF;
+		IF (v_sub #>> '{keys,p256dh}') !~ '^[A-Za-z0-9_-]{86,88}=*$' OR (v_sub #>> '{keys,auth}') !~ '^[A-Za-z0-9_-]{21,24}=*$' THEN
+			RAISE EXCEPTION 'web push subscription keys are malformed'
+				USING ERRCODE = 'invalid_parameter_value',
+					  DETAIL = 'p256dh must be a base64url P-256 public key (65 bytes) and auth a base64url 16-byte secret.',
+					  HINT = 'Pass the keys the browser returned, unchanged.';
+		END IF;
+		v_sub := jsonb_build_object('endpoint', v_sub->'endpoint',
+									'keys', jsonb_build_object('p256dh', v_sub #> '{keys,p256dh}',
+															   'auth', v_sub #> '{keys,auth}'));
+		v_token := v_sub->>'endpoint';
+	END IF;
+
+	INSERT INTO notify.devices AS d (recipient_id, platform, token, subscription, app)
+	VALUES (v_recipient, platform, v_token, v_sub, app)
+	ON CONFLICT (platform, token) DO UPDATE
+		SET recipient_id = EXCLUDED.recipient_id,
+			subscription = EXCLUDED.subscription,
+			app = EXCLUDED.app,
+			active = true,
+			last_error = NULL,
+			deactivated_at = NULL,
+			updated_at = now()
+	RETURNING d.id INTO v_id;
+	RETURN v_id;
+END;
+$$;
+
+-- token: an APNS/FCM token, a subscription's endpoint, or the subscription JSON.
+CREATE FUNCTION notify_unregister_device(token text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_token text := token;
+BEGIN
+	IF left(ltrim(token), 1) = '{' THEN
+		BEGIN
+			v_token := token::jsonb->>'endpoint';
+		EXCEPTION WHEN others THEN
+			v_token := token;
+		END;
+	END IF;
+	UPDATE notify.devices d
+	   SET active = false, deactivated_at = now(), last_error = 'unregistered', updated_at = now()
+	 WHERE d.token IN (v_token, lower(v_token)) AND d.active;
+	RETURN FOUND;
+END;
+$$;
+
+CREATE FUNCTION notify_set_preference(recipient text, channel text, enabled boolean, category text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_recipient bigint;
+BEGIN
+	v_recipient := notify._recipient_id(recipient);
+	PERFORM notify._check_channel(channel);
+	IF enabled IS NULL THEN
+		RAISE EXCEPTION 'enabled must be true or false'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'To forget a preference, set it to true (no row means enabled).';
+	END IF;
+	INSERT INTO notify.preferences AS p (recipient_id, channel, category, enabled)
+	VALUES (v_recipient, channel, category, enabled)
+	ON CONFLICT ON CONSTRAINT preferences_key DO UPDATE
+		SET enabled = EXCLUDED.enabled, source = 'api', updated_at = now();
+END;
+$$;
+
+/* ------------------------------------------------------------------------
+ * Templates and providers API
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION notify_put_template(name text, channel text, content jsonb, locale text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_locale text := coalesce(locale, '');
+	v_current record;
+	v_version int;
+BEGIN
+	IF name IS NULL OR name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' THEN
+		RAISE EXCEPTION 'invalid template name "%"', name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use letters, digits, "_", ".", ":" and "-", starting with a letter or digit (at most 128).';
+	END IF;
+	PERFORM notify._check_channel(channel);
+	IF v_locale <> '' AND v_locale !~ '^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$' THEN
+		RAISE EXCEPTION 'invalid locale "%"', locale
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use a BCP 47 tag such as en or pt-BR, or NULL for the default.';
+	END IF;
+	PERFORM notify._check_template(content, channel, name);
+
+	-- one writer at a time per template, so versions are dense
+	PERFORM pg_advisory_xact_lock(hashtext('notify.template'), hashtext(name || '/' || channel || '/' || v_locale));
+	SELECT t.version, t.content INTO v_current
+	  FROM notify.templates t
+	 WHERE t.name = notify_put_template.name AND t.channel = notify_put_template.channel AND t.locale = v_locale
+	 ORDER BY t.version DESC LIMIT 1;
+	IF FOUND AND v_current.content = content THEN
+		RETURN v_current.version;	-- unchanged: no new version
+	END IF;
+	v_version := coalesce(v_current.version, 0) + 1;
+	INSERT INTO notify.templates (name, channel, locale, version, content)
+	VALUES (name, channel, v_locale, v_version, content);
+	RETURN v_version;
+END;
+$$;
+
+CREATE FUNCTION notify_set_provider(provider text, kind text, config jsonb, enabled boolean DEFAULT true)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+	IF provider IS NULL OR provider !~ '^[a-z][a-z0-9_-]{0,62}$' THEN
+		RAISE EXCEPTION 'invalid provider name "%"', provider
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use lower-case letters, digits, "_" and "-", starting with a letter (at most 63).';
+	END IF;
+	IF kind IS NULL OR kind NOT IN ('apns', 'fcm', 'webpush', 'twilio', 'smtp', 'webhook') THEN
+		RAISE EXCEPTION 'unknown provider kind "%"', kind
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Kinds are apns, fcm, webpush, twilio, smtp and webhook.';
+	END IF;
+	IF config IS NULL OR jsonb_typeof(config) <> 'object' THEN
+		RAISE EXCEPTION 'provider config must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'See the README for the keys each kind takes.';
+	END IF;
+	IF EXISTS (SELECT 1 FROM notify.providers p WHERE p.name = notify_set_provider.provider AND p.kind <> notify_set_provider.kind) THEN
+		RAISE EXCEPTION 'provider "%" exists with another kind', provider
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'Pick another name; a provider''s kind cannot change while deliveries may be queued for it.';
+	END IF;
+	PERFORM notify._check_provider_config(kind, config);
+
+	INSERT INTO notify.providers AS p (name, kind, config, enabled)
+	VALUES (provider, kind, config, coalesce(enabled, true))
+	ON CONFLICT (name) DO UPDATE
+		SET config = EXCLUDED.config, enabled = EXCLUDED.enabled, updated_at = now();
+	PERFORM notify._providers_changed();
+END;
+$$;
+
+/* ------------------------------------------------------------------------
+ * Rendering and sending
+ * ------------------------------------------------------------------------ */
+
+/*
+ * The newest version of each channel of a template, for a locale chain:
+ * one row per channel, the most specific locale first.
+ */
+CREATE FUNCTION notify._pick_templates(p_template text, p_locales text[], p_channels text[])
+RETURNS TABLE (channel text, locale text, version int, content jsonb)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT DISTINCT ON (t.channel) t.channel, t.locale, t.version, t.content
+	  FROM notify.templates t
+	 WHERE t.name = p_template
+	   AND t.locale = ANY (p_locales)
+	   AND (p_channels IS NULL OR t.channel = ANY (p_channels))
+	 ORDER BY t.channel, array_position(p_locales, t.locale), t.version DESC
+$$;
+
+CREATE FUNCTION notify_render(template text, channel text, params jsonb DEFAULT '{}', locale text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_t record;
+BEGIN
+	PERFORM notify._check_channel(channel);
+	SELECT * INTO v_t FROM notify._pick_templates(template, notify._locale_chain(locale), ARRAY[channel]);
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown template "%" for channel %', template, channel
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with notify_put_template().';
+	END IF;
+	RETURN notify._render(v_t.content, channel, params, NULL, template);
+END;
+$$;
+
+CREATE FUNCTION notify_send(recipient text,
+							template text,
+							params jsonb DEFAULT '{}',
+							channels text[] DEFAULT NULL,
+							category text DEFAULT NULL,
+							priority int DEFAULT 0,
+							send_at timestamptz DEFAULT NULL,
+							expires_at timestamptz DEFAULT NULL,
+							idempotency_key text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+	v_params jsonb := coalesce(params, '{}');
+	v_r record;
+	v_t record;
+	v_d record;
+	v_channel text;
+	v_rendered jsonb := '{}';
+	v_versions jsonb := '{}';
+	v_found text[] := '{}';
+	v_enabled boolean;
+	v_id bigint;
+	v_due timestamptz := coalesce(send_at, now());
+	v_provider text;
+	v_wake text[] := '{}';
+	v_kind text;
+	v_checked text[] := '{}';
+BEGIN
+	/* --- validate everything before writing anything --- */
+	IF idempotency_key IS NOT NULL THEN
+		IF length(idempotency_key) > 255 OR idempotency_key = '' THEN
+			RAISE EXCEPTION 'idempotency key must be between 1 and 255 characters'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Use the id of the business event that causes the notification.';
+		END IF;
+		SELECT n.id INTO v_id FROM notify.notifications n WHERE n.idempotency_key = notify_send.idempotency_key;
+		IF v_id IS NOT NULL THEN
+			RETURN v_id;
+		END IF;
+	END IF;
+	IF jsonb_typeof(v_params) <> 'object' THEN
+		RAISE EXCEPTION 'params must be a JSON object'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('Got a JSON %s.', jsonb_typeof(v_params)),
+				  HINT = 'Pass something like ''{"order_id": 42}''::jsonb.';
+	END IF;
+	IF priority IS NULL OR priority < -10 OR priority > 10 THEN
+		RAISE EXCEPTION 'priority % is out of range', priority
+			USING ERRCODE = 'numeric_value_out_of_range',
+				  HINT = 'Use -10 (lowest) to 10 (highest); 0 is normal.';
+	END IF;
+	IF expires_at IS NOT NULL AND expires_at <= v_due THEN
+		RAISE EXCEPTION 'expires_at is not after send_at'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('send_at %s, expires_at %s.', v_due, expires_at),
+				  HINT = 'Give the notification time to be delivered: expires_at must be later than send_at (or now).';
+	END IF;
+	IF channels IS NOT NULL THEN
+		IF cardinality(channels) = 0 THEN
+			RAISE EXCEPTION 'channels is empty'
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'Pass NULL to use every channel the template has, or name some.';
+		END IF;
+		FOREACH v_channel IN ARRAY channels LOOP
+			PERFORM notify._check_channel(v_channel);
+		END LOOP;
+	END IF;
+
+	SELECT r.id, r.email, r.phone, r.locale, r.attributes INTO v_r
+	  FROM notify.recipients r WHERE r.external_id = recipient;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown recipient "%"', recipient
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'Create it first with notify_upsert_recipient().';
+	END IF;
+
+	FOR v_t IN SELECT * FROM notify._pick_templates(template, notify._locale_chain(v_r.locale), channels) LOOP
+		v_rendered := v_rendered || jsonb_build_object(v_t.channel,
+			notify._render(v_t.content, v_t.channel, v_params, v_r.attributes, template));
+		v_versions := v_versions || jsonb_build_object(v_t.channel, v_t.version);
+		v_found := v_found || v_t.channel;
+	END LOOP;
+	IF cardinality(v_found) = 0 THEN
+		IF EXISTS (SELECT 1 FROM notify.templates t WHERE t.name = template) THEN
+			RAISE EXCEPTION 'template "%" has no variant for channels %', template, channels
+				USING ERRCODE = 'undefined_object',
+					  HINT = 'Add one with notify_put_template(), or send on the channels it has.';
+		END IF;
+		RAISE EXCEPTION 'unknown template "%"', template
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with notify_put_template().';
+	END IF;
+	IF channels IS NOT NULL AND cardinality(v_found) < cardinality(channels) THEN
+		RAISE EXCEPTION 'template "%" has no variant for channel %', template,
+			(SELECT min(c) FROM unnest(channels) c WHERE c <> ALL (v_found))
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Add one with notify_put_template(), or leave that channel out.';
+	END IF;
+
+	/* --- write: the request, then one outbox row per destination --- */
+	INSERT INTO notify.notifications AS n (recipient_id, recipient, template, params, rendered, versions,
+										   category, priority, send_at, expires_at, idempotency_key)
+	VALUES (v_r.id, recipient, template, v_params, v_rendered, v_versions,
+			category, priority, send_at, expires_at, idempotency_key)
+	ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+	RETURNING n.id INTO v_id;
+	IF v_id IS NULL THEN
+		-- a concurrent transaction committed the same key first
+		SELECT n.id INTO v_id FROM notify.notifications n WHERE n.idempotency_key = notify_send.idempotency_key;
+		RETURN v_id;
+	END IF;
+
+	FOREACH v_channel IN ARRAY v_found LOOP
+		-- a category row beats the channel row; no row means enabled
+		SELECT p.enabled INTO v_enabled
+		  FROM notify.preferences p
+		 WHERE p.recipient_id = v_r.id AND p.channel = v_channel
+		   AND (p.category IS NULL OR p.category = notify_send.category)
+		 ORDER BY p.category NULLS LAST
+		 LIMIT 1;
+		v_enabled := coalesce(v_enabled, true);
+
+		IF v_channel = 'push' THEN
+			FOR v_d IN SELECT d.id, d.platform, d.token, d.subscription, d.app
+						 FROM notify.devices d WHERE d.recipient_id = v_r.id AND d.active
+						 ORDER BY d.id LOOP
+				v_kind := CASE v_d.platform WHEN 'ios' THEN 'apns' WHEN 'android' THEN 'fcm' ELSE 'webpush' END;
+				IF v_enabled THEN
+					v_provider := notify._provider_for(v_kind, v_d.app);
+					IF NOT v_provider = ANY (v_checked) THEN
+						PERFORM notify._check_payload(v_kind, v_provider, v_rendered->'push');
+						v_checked := v_checked || v_provider;
+					END IF;
+				ELSE
+					v_provider := NULL;
+				END IF;
+				PERFORM notify._enqueue(v_id, v_r.id, 'push', v_provider,
+										CASE WHEN v_d.platform = 'web' THEN v_d.subscription::text ELSE v_d.token END,
+										v_d.id, priority, v_due, expires_at, v_enabled);
+				IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
+			END LOOP;
+			IF NOT FOUND THEN
+				PERFORM notify._record_skip(v_id, v_r.id, 'push', priority, 'recipient has no active device');
+			END IF;
+		ELSIF v_channel = 'sms' THEN
+			IF v_r.phone IS NULL THEN
+				PERFORM notify._record_skip(v_id, v_r.id, 'sms', priority, 'recipient has no phone number');
+			ELSE
+				v_provider := CASE WHEN v_enabled THEN notify._provider_for('twilio', NULL) END;
+				PERFORM notify._enqueue(v_id, v_r.id, 'sms', v_provider, v_r.phone, NULL,
+										priority, v_due, expires_at, v_enabled);
+				IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
+			END IF;
+		ELSIF v_channel = 'email' THEN
+			IF v_r.email IS NULL THEN
+				PERFORM notify._record_skip(v_id, v_r.id, 'email', priority, 'recipient has no email address');
+			ELSE
+				v_provider := CASE WHEN v_enabled THEN notify._provider_for('smtp', NULL) END;
+				PERFORM notify._enqueue(v_id, v_r.id, 'email', v_provider, v_r.email, NULL,
+										priority, v_due, expires_at, v_enabled);
+				IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
+			END IF;
+		ELSE
+			v_provider := CASE WHEN v_enabled THEN notify._provider_for('webhook', NULL) END;
+			PERFORM notify._enqueue(v_id, v_r.id, 'webhook', v_provider,
+									coalesce((SELECT p.config->>'endpoint' FROM notify.providers p WHERE p.name = v_provider), ''),
+									NULL, priority, v_due, expires_at, v_enabled);
+			IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
+		END IF;
+	END LOOP;
+
+	IF cardinality(v_wake) > 0 AND v_due <= now() THEN
+		PERFORM notify._wake_on_commit(v_wake);
+	END IF;
+	RETURN v_id;
+END;
+$$;
+
+-- One destination: an outbox row, or a 'suppressed' history row when opted out.
+CREATE FUNCTION notify._enqueue(p_notification bigint, p_recipient bigint, p_channel text, p_provider text,
+								p_destination text, p_device bigint, p_priority int, p_due timestamptz,
+								p_expires timestamptz, p_enabled boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF p_enabled THEN
+		INSERT INTO notify.outbox (notification_id, recipient_id, channel, provider, destination, device_id,
+								   priority, next_attempt_at, expires_at)
+		VALUES (p_notification, p_recipient, p_channel, p_provider, p_destination, p_device,
+				p_priority, p_due, p_expires);
+	ELSE
+		INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, provider, destination,
+									   device_id, priority, status, last_error, created_at)
+		VALUES (nextval(pg_get_serial_sequence('notify.outbox', 'id')), p_notification, p_recipient, p_channel,
+				NULL, p_destination, p_device, p_priority, 'suppressed',
+				'recipient opted out of ' || p_channel, now());
+	END IF;
+END;
+$$;
+
+CREATE FUNCTION notify._record_skip(p_notification bigint, p_recipient bigint, p_channel text,
+									p_priority int, p_reason text)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, priority, status, last_error, created_at)
+	VALUES (nextval(pg_get_serial_sequence('notify.outbox', 'id')), p_notification, p_recipient, p_channel,
+			p_priority, 'skipped', p_reason, now());
+$$;
+
+/* ------------------------------------------------------------------------
+ * Looking at it
+ * ------------------------------------------------------------------------ */
+
+CREATE FUNCTION notify_status(id bigint)
+RETURNS TABLE (delivery_id bigint, channel text, provider text, destination text, status text,
+			   attempts integer, last_error text, created_at timestamptz, sent_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT o.id, o.channel, o.provider, notify._redact_destination(o.channel, o.destination),
+		   CASE WHEN o.status = 'inflight' AND o.lease_until > now() THEN 'inflight'
+				WHEN o.status = 'retry' THEN 'retry'
+				WHEN o.next_attempt_at > now() THEN 'scheduled'
+				ELSE 'queued' END,
+		   o.attempts, o.last_error, o.created_at, NULL::timestamptz
+	  FROM notify.outbox o WHERE o.notification_id = notify_status.id
+	UNION ALL
+	SELECT d.id, d.channel, d.provider, notify._redact_destination(d.channel, d.destination),
+		   d.status, d.attempts, d.last_error, d.created_at, d.sent_at
+	  FROM notify.deliveries d WHERE d.notification_id = notify_status.id
+	ORDER BY 1
+$$;
+
+-- Web Push destinations are whole subscriptions (with keys): show the endpoint only.
+CREATE FUNCTION notify._redact_destination(p_channel text, p_destination text)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+	SELECT CASE WHEN p_channel = 'push' AND left(p_destination, 1) = '{'
+				THEN (p_destination::jsonb)->>'endpoint'
+				ELSE p_destination END
+$$;
+
+CREATE VIEW notify.provider_settings AS
+	SELECT p.name, p.kind, p.enabled, p.paused, notify._mask_secrets(p.kind, p.config) AS config,
+		   p.created_at, p.updated_at
+	  FROM notify.providers p;
+COMMENT ON VIEW notify.provider_settings IS 'providers with every secret masked';
+
+CREATE FUNCTION notify._extension_loaded_notice()
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+	IF NOT notify._workers_loaded() THEN
+		RAISE NOTICE 'notify is installed, but its delivery workers are not running'
+			USING HINT = 'Add notify to shared_preload_libraries and restart PostgreSQL; until then notifications are queued, not sent.';
+	END IF;
+END;
+$$;
+SELECT notify._extension_loaded_notice();

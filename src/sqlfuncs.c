@@ -1,0 +1,297 @@
+/*-------------------------------------------------------------------------
+ *
+ * sqlfuncs.c
+ *	  SQL-callable internals that notify--1.0.sql builds its API on:
+ *	  provider configuration checks and secret masking, the send-time
+ *	  payload size check, and wake-up at commit.
+ *
+ * The provider-specific knowledge (which keys are secret, how big a
+ * payload gets) stays in the provider files; this file only adapts it to
+ * SQL: Jsonb in, ereport out, and no jansson object alive when an ERROR
+ * is raised.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+/*
+ * PostgreSQL declares a SQL function json_object() that jansson also
+ * defines: hide PostgreSQL's name while its headers are read, and read
+ * jansson (through provider.h) last.
+ */
+#define json_object pg_json_object
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#undef json_object
+
+#include "notify.h"
+#include "provider.h"
+
+PG_FUNCTION_INFO_V1(notify_check_provider_config);
+PG_FUNCTION_INFO_V1(notify_mask_secrets);
+PG_FUNCTION_INFO_V1(notify_check_payload);
+PG_FUNCTION_INFO_V1(notify_wake_on_commit);
+PG_FUNCTION_INFO_V1(notify_providers_changed);
+PG_FUNCTION_INFO_V1(notify_workers_loaded);
+
+static const NotifyProviderOps *
+lookup_kind(const char *kind)
+{
+	const NotifyProviderOps *ops = notify_provider_lookup(kind);
+
+	if (ops == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown provider kind \"%s\"", kind),
+				 errhint("Kinds are apns, fcm, webpush, twilio, smtp and webhook.")));
+	return ops;
+}
+
+/* Jsonb -> jansson; the caller must json_decref() the result. */
+static json_t *
+jsonb_to_jansson(Jsonb *jb)
+{
+	char	   *text = JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+	json_error_t jerr;
+	json_t	   *result = json_loads(text, JSON_DECODE_ANY, &jerr);
+
+	pfree(text);
+	if (result == NULL)
+		elog(ERROR, "could not convert jsonb for the provider: %s", jerr.text);
+	return result;
+}
+
+Datum
+notify_check_provider_config(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb	   *config = PG_GETARG_JSONB_P(1);
+	const NotifyProviderOps *ops = lookup_kind(kind);
+	json_t	   *json = jsonb_to_jansson(config);
+	char	   *problem = ops->check_config(json);
+	char	   *message = NULL;
+
+	json_decref(json);
+	if (problem)
+	{
+		message = pstrdup(problem);
+		free(problem);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s provider config: %s", kind, message),
+				 errhint("See the README's provider section for the keys a %s provider takes.", kind)));
+	}
+	PG_RETURN_VOID();
+}
+
+/*
+ * Replace the value at a dotted path with a mask, if present.  A nested
+ * object may also arrive as JSON text (a service account pasted as a
+ * string): it is parsed so that only the secret inside is masked, or
+ * masked whole when it does not parse.
+ */
+static void
+mask_path(json_t *root, const char *path)
+{
+	char		buf[256];
+	char	   *key = buf;
+	char	   *dot;
+	json_t	   *node = root;
+
+	strlcpy(buf, path, sizeof(buf));
+	while ((dot = strchr(key, '.')) != NULL)
+	{
+		json_t	   *child;
+
+		*dot = '\0';
+		child = json_object_get(node, key);
+		if (child == NULL)
+			return;
+		if (json_is_string(child))
+		{
+			json_t	   *parsed = json_loads(json_string_value(child), 0, NULL);
+
+			if (parsed == NULL || !json_is_object(parsed))
+			{
+				json_decref(parsed);
+				json_object_set_new(node, key, json_string("********"));
+				return;
+			}
+			json_object_set_new(node, key, parsed);
+			child = parsed;
+		}
+		if (!json_is_object(child))
+			return;
+		node = child;
+		key = dot + 1;
+	}
+	if (json_object_get(node, key) != NULL)
+		json_object_set_new(node, key, json_string("********"));
+}
+
+Datum
+notify_mask_secrets(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	Jsonb	   *config = PG_GETARG_JSONB_P(1);
+	const NotifyProviderOps *ops = notify_provider_lookup(kind);
+	json_t	   *json;
+	char	   *dumped;
+	char	   *copy;
+
+	if (ops == NULL)
+		PG_RETURN_NULL();		/* unknown kind: show nothing */
+
+	json = jsonb_to_jansson(config);
+	if (json_is_object(json))
+	{
+		for (const char *const *k = ops->secret_keys; k && *k; k++)
+			mask_path(json, *k);
+	}
+	dumped = json_dumps(json, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(json);
+	if (dumped == NULL)
+		PG_RETURN_NULL();
+	copy = pstrdup(dumped);
+	free(dumped);
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
+}
+
+Datum
+notify_check_payload(PG_FUNCTION_ARGS)
+{
+	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *provider = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	Jsonb	   *message = PG_GETARG_JSONB_P(2);
+	const NotifyProviderOps *ops = lookup_kind(kind);
+	json_t	   *json;
+	long		limit = 0;
+	long		size;
+	char	   *err = NULL;
+	char	   *message_text = NULL;
+
+	if (ops->payload_size == NULL)
+		PG_RETURN_VOID();
+
+	json = jsonb_to_jansson(message);
+	size = ops->payload_size(json, &limit, &err);
+	json_decref(json);
+
+	if (size < 0)
+	{
+		message_text = pstrdup(err ? err : "unknown error");
+		free(err);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("rendered push message cannot be encoded for %s provider \"%s\": %s",
+						kind, provider, message_text),
+				 errhint("Check the template's push content.")));
+	}
+	free(err);
+	if (limit > 0 && size > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("rendered push payload for provider \"%s\" is %ld bytes, over the %s limit of %ld bytes",
+						provider, size, kind, limit),
+				 errhint("Shorten the text or the data; send large content by reference (a URL or an id) instead.")));
+	PG_RETURN_VOID();
+}
+
+/*
+ * Wake-up at commit.  notify_send() names the providers it wrote to; the
+ * names are kept in the transaction's memory, and only a commit wakes
+ * their workers.  A rollback drops them.
+ */
+#define WAKE_MAX 16
+
+static char *wake_names[WAKE_MAX];
+static int	wake_count = 0;
+static bool wake_all = false;
+static bool callback_registered = false;
+
+static void
+wake_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_all)
+				notify_wake_providers(MyDatabaseId, NULL, -1);
+			else if (wake_count > 0)
+				notify_wake_providers(MyDatabaseId, (const char *const *) wake_names, wake_count);
+			wake_count = 0;
+			wake_all = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			/* prepared transactions are picked up by polling */
+			wake_count = 0;
+			wake_all = false;
+			break;
+		default:
+			break;
+	}
+}
+
+Datum
+notify_wake_on_commit(PG_FUNCTION_ARGS)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (!notify_shmem_ready())
+		PG_RETURN_VOID();
+
+	if (!callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		callback_registered = true;
+	}
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n && !wake_all; i++)
+	{
+		char	   *name;
+		bool		seen = false;
+
+		if (nulls[i])
+			continue;
+		name = TextDatumGetCString(elems[i]);
+		for (int j = 0; j < wake_count; j++)
+			if (strcmp(wake_names[j], name) == 0)
+				seen = true;
+		if (seen)
+			continue;
+		if (wake_count == WAKE_MAX)
+		{
+			wake_all = true;
+			break;
+		}
+		wake_names[wake_count++] = MemoryContextStrdup(TopTransactionContext, name);
+	}
+	PG_RETURN_VOID();
+}
+
+Datum
+notify_providers_changed(PG_FUNCTION_ARGS)
+{
+	notify_wake_launcher(MyDatabaseId);
+	PG_RETURN_VOID();
+}
+
+Datum
+notify_workers_loaded(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(notify_shmem_ready());
+}
