@@ -30,7 +30,7 @@ OBJS = \
 	src/smtp.o \
 	src/webhook.o
 
-REGRESS = setup contacts templates render send providers
+REGRESS = setup contacts templates send providers render
 REGRESS_OPTS = --outputdir=test/regress-out
 ISOLATION = idempotency_race
 ISOLATION_OPTS = --outputdir=test/isolation-out
@@ -59,3 +59,6 @@ bench:
 
 format:
 	clang-format -i src/*.c src/*.h test/unit/*.c
+
+# PGXS tracks no header dependencies; every object depends on every header.
+$(OBJS): $(wildcard src/*.h)

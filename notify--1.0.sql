@@ -203,7 +203,7 @@ COMMENT ON TABLE notify.attempts IS 'attempts that did not finish a delivery (th
 
 CREATE FUNCTION notify._render(content jsonb, channel text, params jsonb, attributes jsonb, template_name text)
 RETURNS jsonb
-AS 'MODULE_PATHNAME', 'notify_render'
+AS 'MODULE_PATHNAME', 'notify_render_sql'
 LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
 CREATE FUNCTION notify._check_template(content jsonb, channel text, template_name text)
@@ -213,7 +213,7 @@ LANGUAGE C IMMUTABLE PARALLEL SAFE;
 
 CREATE FUNCTION notify._template_vars(content jsonb)
 RETURNS text[]
-AS 'MODULE_PATHNAME', 'notify_template_vars'
+AS 'MODULE_PATHNAME', 'notify_template_vars_sql'
 LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 
 -- Refuses a provider configuration the provider could not use.
@@ -443,7 +443,7 @@ BEGIN
 		END IF;
 		v_token := lower(token);
 	ELSIF platform = 'android' THEN
-		IF token !~ '^[A-Za-z0-9_:.-]{20,4096}$' THEN
+		IF token !~ '^[A-Za-z0-9_:.-]+$' OR length(token) NOT BETWEEN 20 AND 4096 THEN
 			RAISE EXCEPTION 'FCM registration token is malformed'
 				USING ERRCODE = 'invalid_parameter_value',
 					  HINT = 'Pass the token from FirebaseMessaging.getInstance().getToken() unchanged.';

@@ -2,6 +2,7 @@
 -- contacts: recipients, devices, preferences, and every validation error
 --
 \set VERBOSITY default
+\set SHOW_CONTEXT never
 
 SELECT notify_upsert_recipient('u1', email => 'ada@example.com', phone => '+14155550123',
                                locale => 'pt-BR', timezone => 'America/Sao_Paulo',

@@ -4,13 +4,10 @@
 -- escaping, payload limits, and every validation error.
 --
 \set VERBOSITY default
+\set SHOW_CONTEXT never
 
 -- a throwaway P-256 key, made for these tests only
-\set p8 '-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgcevJWjeE5p79hEyd
-pBcrxfb2LN6i0oPbQU6Q/Mehq6KhRANCAATetCqEBApQKTOfHZ4/oHNaJK16MD4D
-eP+9/NUDJlSqZ+G131JOO3QptdWLR9fYOaNVDa7sFVY7vGJgyNsKInmY
------END PRIVATE KEY-----'
+\set p8 '-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgcevJWjeE5p79hEyd\npBcrxfb2LN6i0oPbQU6Q/Mehq6KhRANCAATetCqEBApQKTOfHZ4/oHNaJK16MD4D\neP+9/NUDJlSqZ+G131JOO3QptdWLR9fYOaNVDa7sFVY7vGJgyNsKInmY\n-----END PRIVATE KEY-----'
 SELECT notify_set_provider('apns', 'apns', jsonb_build_object(
   'team_id', 'DEF123GHIJ', 'key_id', 'ABC123DEFG', 'key', :'p8', 'topic', 'com.example.app'));
 SELECT notify_set_provider('webpush', 'webpush', jsonb_build_object(
@@ -42,7 +39,7 @@ SELECT rendered->'email'->>'html' AS html, rendered->'email'->>'text' AS text FR
 SELECT rendered->'push' AS push FROM notify.notifications WHERE id = :n1;
 
 -- channels narrows; a recipient without a phone or device gets 'skipped' rows
-SELECT notify_send('bob', 'order_shipped', '{"order": {"id": 7}, "note": "n"}', channels => ARRAY['sms', 'push']) AS n2 \gset
+SELECT notify_send('bob', 'order_shipped', '{"order": {"id": 7}, "note": "n", "first_name": "Bob"}', channels => ARRAY['sms', 'push']) AS n2 \gset
 SELECT channel, provider, status, last_error FROM notify_status(:n2) ORDER BY channel;
 
 -- rollback leaves no trace

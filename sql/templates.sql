@@ -2,6 +2,7 @@
 -- templates: versions, locales, validation at store time
 --
 \set VERBOSITY default
+\set SHOW_CONTEXT never
 
 SELECT notify_put_template('welcome', 'email',
   '{"subject": "Welcome, {{name}}", "text": "Hi {{name}}", "html": "<p>Hi {{name}}</p>"}') AS v;

@@ -66,7 +66,9 @@ define_gucs(void)
 							   "One launcher runs per database; it needs a restart to change.",
 							   &notify_databases,
 							   "postgres",
-							   PGC_POSTMASTER, 0,
+	/* a postmaster setting can only be defined while preloading */
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("notify.workers_per_provider",
 							"Delivery workers started for each enabled provider.",

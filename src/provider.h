@@ -31,6 +31,20 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+/*
+ * Inside the server, the postgres executable exports a SQL function named
+ * json_object(), and the dynamic linker binds our calls to jansson's
+ * json_object() to it.  Every file that includes this header therefore
+ * creates objects through json_pack("{}"), which jansson resolves
+ * internally.  (jansson's own internal calls are not affected.)
+ */
+static inline json_t *
+notify_json_object(void)
+{
+	return json_pack("{}");
+}
+#define json_object() notify_json_object()
+
 /* What happened to one delivery attempt. */
 typedef enum NotifyOutcome
 {

@@ -548,7 +548,7 @@ report_unknown_field(const CompileState *cs, const ChannelSpec *spec,
 			errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			errmsg("template \"%s\" (%s) has unknown field \"%.*s\"",
 				   cs->name, cs->channel, keylen, key),
-			errhint("The fields of a %s template are: %s.",
+			errhint("The fields of %s templates are: %s.",
 					spec->name, allowed.data));
 }
 

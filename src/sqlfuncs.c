@@ -86,7 +86,7 @@ notify_check_provider_config(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s provider config: %s", kind, message),
-				 errhint("See the README's provider section for the keys a %s provider takes.", kind)));
+				 errhint("The README's \"Providers\" section lists the keys the %s kind takes.", kind)));
 	}
 	PG_RETURN_VOID();
 }
