@@ -827,8 +827,9 @@ BEGIN
 			END IF;
 		ELSE
 			v_provider := CASE WHEN v_enabled THEN notify._provider_for('webhook', NULL) END;
+			-- a recipient's own URL (attribute webhook_url), else the provider's endpoint ('')
 			PERFORM notify._enqueue(v_id, v_r.id, 'webhook', v_provider,
-									coalesce((SELECT p.config->>'endpoint' FROM notify.providers p WHERE p.name = v_provider), ''),
+									CASE WHEN (v_r.attributes->>'webhook_url') ~ '^https?://' THEN v_r.attributes->>'webhook_url' ELSE '' END,
 									NULL, priority, v_due, expires_at, v_enabled);
 			IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
 		END IF;
@@ -907,6 +908,8 @@ LANGUAGE sql IMMUTABLE
 AS $$
 	SELECT CASE WHEN p_channel = 'push' AND left(p_destination, 1) = '{'
 				THEN (p_destination::jsonb)->>'endpoint'
+				WHEN p_channel = 'webhook' AND p_destination = ''
+				THEN '(provider endpoint)'
 				ELSE p_destination END
 $$;
 

@@ -43,6 +43,9 @@
 /* Handles of the workers this launcher started, by slot. */
 static BackgroundWorkerHandle *handles[NOTIFY_MAX_WORKERS];
 
+/* Whether running out of worker slots was already reported. */
+static bool warned_no_slots = false;
+
 void
 notify_register_launchers(void)
 {
@@ -220,12 +223,17 @@ start_worker(const char *provider, int number)
 		notify_slots_lock(true);
 		notify_slot(slotno)->in_use = false;
 		notify_slots_unlock();
-		ereport(WARNING,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("notify could not register a worker for provider \"%s\"", provider),
-				 errhint("Raise max_worker_processes.")));
+		/* said once until a registration succeeds again, not at every wake-up */
+		if (!warned_no_slots)
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("notify could not start a worker for provider \"%s\": no background worker slot is free",
+							provider),
+					 errhint("Raise max_worker_processes: notify needs one per database plus notify.workers_per_provider per enabled provider.")));
+		warned_no_slots = true;
 		return false;
 	}
+	warned_no_slots = false;
 	return true;
 }
 

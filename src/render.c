@@ -533,6 +533,16 @@ lookup_field(const ChannelSpec *spec, const char *key, int keylen)
 	return NULL;
 }
 
+/* Was the named field among the "present" bits (one per spec field)? */
+static bool
+has_field(const ChannelSpec *spec, uint32 present, const char *name)
+{
+	const FieldSpec *field = lookup_field(spec, name, strlen(name));
+
+	Assert(field != NULL);
+	return (present & ((uint32) 1 << (field - spec->fields))) != 0;
+}
+
 static void
 report_unknown_field(const CompileState *cs, const ChannelSpec *spec,
 					 const char *key, int keylen)
@@ -1174,11 +1184,11 @@ notify_template_compile(Jsonb *content, const char *channel,
 		}
 	}
 
-#define HAS(name) ((present & ((uint32) 1 << (lookup_field(spec, name, strlen(name)) - spec->fields))) != 0)
 	switch (spec->channel)
 	{
 		case CHANNEL_PUSH:
-			if (!HAS("title") && !HAS("body"))
+			if (!has_field(spec, present, "title") &&
+				!has_field(spec, present, "body"))
 			{
 				const TplValue *ca = NULL;
 
@@ -1196,21 +1206,21 @@ notify_template_compile(Jsonb *content, const char *channel,
 			}
 			break;
 		case CHANNEL_SMS:
-			if (!HAS("body"))
+			if (!has_field(spec, present, "body"))
 				report_missing_field(&cs, "a \"body\" field", NULL);
 			break;
 		case CHANNEL_EMAIL:
-			if (!HAS("subject"))
+			if (!has_field(spec, present, "subject"))
 				report_missing_field(&cs, "a \"subject\" field", NULL);
-			if (!HAS("text") && !HAS("html"))
+			if (!has_field(spec, present, "text") &&
+				!has_field(spec, present, "html"))
 				report_missing_field(&cs, "a \"text\" or \"html\" field", NULL);
 			break;
 		case CHANNEL_WEBHOOK:
-			if (!HAS("body"))
+			if (!has_field(spec, present, "body"))
 				report_missing_field(&cs, "a \"body\" field", NULL);
 			break;
 	}
-#undef HAS
 
 	tpl->is_static = unchanged;
 	return tpl;
