@@ -2,7 +2,12 @@
 -- Template rendering: notify._render, notify._check_template,
 -- notify._template_vars (src/render.c)
 --
+-- Runs alone or after "setup" (which has created the extension already).
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS notify;
+RESET client_min_messages;
+\set VERBOSITY default
+\set SHOW_CONTEXT never
 
 -- Render a one-field sms template, return the rendered body.
 CREATE FUNCTION pg_temp.r(tpl text, params jsonb, attrs jsonb DEFAULT NULL)

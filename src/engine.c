@@ -53,6 +53,7 @@ struct NotifyEngine
 	CURL	  **pool;			/* idle easy handles, already reset */
 	int			npool;
 	int			poolcap;
+	bool		h2c_no_reuse;	/* libcurl < 8.0.0: see set_h2c() */
 };
 
 static size_t
@@ -80,6 +81,7 @@ notify_engine_create(const NotifyEngineOptions *opts)
 	if (engine == NULL)
 		return NULL;
 	engine->opts = *opts;
+	engine->h2c_no_reuse = curl_version_info(CURLVERSION_NOW)->version_num < 0x080000;
 	if (engine->opts.max_concurrent <= 0)
 		engine->opts.max_concurrent = DEFAULT_CONCURRENT;
 
@@ -269,6 +271,13 @@ set_common_options(NotifyEngine *engine, NotifyDelivery *d)
  * Plaintext h2c test servers need HTTP/2 by prior knowledge.  The URL is
  * set by prepare(), so this runs after it; CURLINFO_EFFECTIVE_URL reports
  * the URL set so far.
+ *
+ * libcurl before 8.0.0 breaks a reused prior-knowledge connection: it
+ * layers HTTP/2 onto it a second time and the next stream fails with
+ * "Error in the HTTP2 framing layer" (curl issue #10634, fixed by PR
+ * #10643 in 8.0.0; Debian 12 ships 7.88.1).  There every h2c transfer
+ * gets a connection of its own: correct, but not multiplexed.  h2c is for
+ * test servers only; TLS (ALPN) connections are unaffected.
  */
 static void
 set_h2c(NotifyEngine *engine, NotifyDelivery *d)
@@ -279,8 +288,15 @@ set_h2c(NotifyEngine *engine, NotifyDelivery *d)
 		return;
 	if (curl_easy_getinfo(d->easy, CURLINFO_EFFECTIVE_URL, &url) == CURLE_OK &&
 		url != NULL && strncasecmp(url, "http://", 7) == 0)
+	{
 		curl_easy_setopt(d->easy, CURLOPT_HTTP_VERSION,
 						 (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+		if (engine->h2c_no_reuse)
+		{
+			curl_easy_setopt(d->easy, CURLOPT_FRESH_CONNECT, 1L);
+			curl_easy_setopt(d->easy, CURLOPT_FORBID_REUSE, 1L);
+		}
+	}
 }
 
 /*

@@ -88,7 +88,7 @@ define_gucs(void)
 							"How often an idle worker looks for scheduled rows and retries.",
 							"Committed sends wake workers at once; polling is the fallback.",
 							&notify_poll_interval_ms,
-							1000, 10, 60000,
+							1000, 10, 3600 * 1000,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("notify.max_attempts",

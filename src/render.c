@@ -670,6 +670,126 @@ parse_name(const char *s, int len, TplNode *node)
 	return NULL;
 }
 
+/* The parser's state while it works through one string. */
+typedef struct ParseState
+{
+	const CompileState *cs;
+	const char *path;			/* the field, for messages */
+	const char *s;				/* the string and its length */
+	int			len;
+	TplNode    *nodes;			/* nodes so far */
+	int			n;
+	int			cap;
+	int		   *open;			/* node indexes of the open sections */
+	const char **open_at;		/* where each open section's tag starts */
+	int			depth;
+	int			opencap;
+	int			pushing;		/* open {{#...}} sections (not {{^...}}) */
+} ParseState;
+
+static void malformed(ParseState *ps, const char *at, const char *what,
+					  const char *hint) pg_attribute_noreturn();
+
+static void
+malformed(ParseState *ps, const char *at, const char *what, const char *hint)
+{
+	report_malformed(ps->cs, ps->path, ps->s, ps->len, at, what, hint);
+}
+
+static TplNode *
+add_node(ParseState *ps)
+{
+	if (ps->n == ps->cap)
+	{
+		ps->cap *= 2;
+		ps->nodes = repalloc(ps->nodes, sizeof(TplNode) * ps->cap);
+	}
+	memset(&ps->nodes[ps->n], 0, sizeof(TplNode));
+	return &ps->nodes[ps->n++];
+}
+
+static void
+add_text(ParseState *ps, const char *text, const char *text_end)
+{
+	TplNode    *node;
+
+	if (text_end == text)
+		return;
+	node = add_node(ps);
+	node->kind = NODE_TEXT;
+	node->str = text;
+	node->len = text_end - text;
+}
+
+/* A variable or an opening section tag; inner is the name. */
+static void
+add_tag(ParseState *ps, TplNodeKind kind, const char *tag,
+		const char *inner, const char *inner_end)
+{
+	TplNode		parsed;
+	const char *err;
+
+	memset(&parsed, 0, sizeof(parsed));
+	err = parse_name(inner, inner_end - inner, &parsed);
+	if (err)
+		malformed(ps, tag, err, HINT_NAME);
+	if (parsed.nsegs == 0 && ps->pushing == 0)
+		malformed(ps, tag, "\"{{.}}\" outside a section",
+				  "{{.}} is the current item inside a {{#name}} section.");
+
+	if (kind == NODE_SECTION || kind == NODE_INVERTED)
+	{
+		if (ps->depth == ps->opencap)
+		{
+			ps->opencap *= 2;
+			ps->open = repalloc(ps->open, sizeof(int) * ps->opencap);
+			ps->open_at = repalloc(ps->open_at,
+								   sizeof(char *) * ps->opencap);
+		}
+		ps->open[ps->depth] = ps->n;
+		ps->open_at[ps->depth] = tag;
+		ps->depth++;
+		if (kind == NODE_SECTION)
+			ps->pushing++;
+	}
+
+	parsed.kind = kind;
+	*add_node(ps) = parsed;
+}
+
+/* A closing tag {{/name}}; inner is the name. */
+static void
+close_section(ParseState *ps, const char *tag, const char *inner,
+			  const char *inner_end)
+{
+	TplNode		closing;
+	TplNode    *section;
+	const char *err;
+
+	err = parse_name(inner, inner_end - inner, &closing);
+	if (err)
+		malformed(ps, tag, err, HINT_NAME);
+	if (ps->depth == 0)
+		malformed(ps, tag,
+				  psprintf("close \"{{/%.*s}}\" without open section",
+						   closing.len, closing.str),
+				  "Open the section with {{#name}} or {{^name}}, or remove the close tag.");
+
+	section = &ps->nodes[ps->open[ps->depth - 1]];
+	if (section->len != closing.len ||
+		memcmp(section->str, closing.str, closing.len) != 0)
+		malformed(ps, tag,
+				  psprintf("mismatched close \"{{/%.*s}}\" for section \"%.*s\"",
+						   closing.len, closing.str,
+						   section->len, section->str),
+				  "Close sections in the reverse order they were opened.");
+
+	if (section->kind == NODE_SECTION)
+		ps->pushing--;
+	section->end = ps->n;
+	ps->depth--;
+}
+
 /*
  * Parse one string into nodes.  Refuses anything malformed, with the
  * field's path and the byte offset of the offending tag.
@@ -678,189 +798,99 @@ static TplNode *
 parse_template(const CompileState *cs, const char *path,
 			   const char *s, int len, int *nnodes)
 {
+	ParseState	ps;
 	const char *end = s + len;
 	const char *pos = s;
-	const char *text = s;
-	TplNode    *nodes;
-	int			n = 0;
-	int			cap = 8;
-	int		   *open;			/* node indexes of the open sections */
-	const char **open_at;		/* where each open section's tag starts */
-	int			depth = 0;
-	int			opencap = 4;
-	int			pushing = 0;	/* open {{#...}} sections (not {{^...}}) */
+	const char *tag;
 
-	nodes = palloc(sizeof(TplNode) * cap);
-	open = palloc(sizeof(int) * opencap);
-	open_at = palloc(sizeof(char *) * opencap);
+	memset(&ps, 0, sizeof(ps));
+	ps.cs = cs;
+	ps.path = path;
+	ps.s = s;
+	ps.len = len;
+	ps.cap = 8;
+	ps.nodes = palloc(sizeof(TplNode) * ps.cap);
+	ps.opencap = 4;
+	ps.open = palloc(sizeof(int) * ps.opencap);
+	ps.open_at = palloc(sizeof(char *) * ps.opencap);
 
-	for (;;)
+	while ((tag = find_pair(pos, end, '{')) != NULL)
 	{
-		const char *tag = find_pair(pos, end, '{');
 		const char *close;
 		const char *inner;
-		const char *inner_end;
-		const char *err;
-		TplNode		node;
 
-		/* Room for a text node and a tag node. */
-		if (n + 2 > cap)
-		{
-			cap *= 2;
-			nodes = repalloc(nodes, sizeof(TplNode) * cap);
-		}
+		add_text(&ps, pos, tag);
 
-		if (tag == NULL || tag > text)
-		{
-			const char *text_end = tag ? tag : end;
-
-			if (text_end > text)
-			{
-				memset(&nodes[n], 0, sizeof(TplNode));
-				nodes[n].kind = NODE_TEXT;
-				nodes[n].str = text;
-				nodes[n].len = text_end - text;
-				n++;
-			}
-		}
-		if (tag == NULL)
-			break;
-
-		memset(&node, 0, sizeof(node));
 		if (tag + 2 < end && tag[2] == '{')
 		{
 			/* {{{name}}} */
 			close = find_pair(tag + 3, end, '}');
 			if (close == NULL)
-				report_malformed(cs, path, s, len, tag, "unclosed tag",
-								 "Close every tag with \"}}\".");
+				malformed(&ps, tag, "unclosed tag",
+						  "Close every tag with \"}}\".");
 			if (close + 2 >= end || close[2] != '}')
-				report_malformed(cs, path, s, len, tag,
-								 "triple mustache not closed by \"}}}\"",
-								 "Write a raw value as {{{name}}} or {{& name}}.");
-			node.kind = NODE_RAW;
-			inner = tag + 3;
-			inner_end = close;
+				malformed(&ps, tag, "triple mustache not closed by \"}}}\"",
+						  "Write a raw value as {{{name}}} or {{& name}}.");
+			add_tag(&ps, NODE_RAW, tag, tag + 3, close);
 			pos = close + 3;
+			continue;
 		}
-		else
+
+		close = find_pair(tag + 2, end, '}');
+		if (close == NULL)
+			malformed(&ps, tag, "unclosed tag",
+					  "Close every tag with \"}}\".");
+		pos = close + 2;
+
+		inner = tag + 2;
+		while (inner < close && is_space(*inner))
+			inner++;
+		switch (inner < close ? *inner : '\0')
 		{
-			close = find_pair(tag + 2, end, '}');
-			if (close == NULL)
-				report_malformed(cs, path, s, len, tag, "unclosed tag",
-								 "Close every tag with \"}}\".");
-			inner = tag + 2;
-			inner_end = close;
-			pos = close + 2;
-			while (inner < inner_end && is_space(*inner))
-				inner++;
-			node.kind = NODE_VAR;
-			if (inner < inner_end)
-			{
-				switch (*inner)
-				{
-					case '!':
-						/* comment: nothing to render */
-						text = pos;
-						continue;
-					case '#':
-						node.kind = NODE_SECTION;
-						inner++;
-						break;
-					case '^':
-						node.kind = NODE_INVERTED;
-						inner++;
-						break;
-					case '&':
-						node.kind = NODE_RAW;
-						inner++;
-						break;
-					case '/':
-						{
-							TplNode		closing;
-							TplNode    *section;
-
-							err = parse_name(inner + 1, inner_end - inner - 1,
-											 &closing);
-							if (err)
-								report_malformed(cs, path, s, len, tag, err,
-												 HINT_NAME);
-							if (depth == 0)
-								report_malformed(cs, path, s, len, tag,
-												 psprintf("close \"{{/%.*s}}\" without open section",
-														  closing.len, closing.str),
-												 "Open the section with {{#name}} or {{^name}}, or remove the close tag.");
-							section = &nodes[open[depth - 1]];
-							if (section->len != closing.len ||
-								memcmp(section->str, closing.str, closing.len) != 0)
-								report_malformed(cs, path, s, len, tag,
-												 psprintf("mismatched close \"{{/%.*s}}\" for section \"%.*s\"",
-														  closing.len, closing.str,
-														  section->len, section->str),
-												 "Close sections in the reverse order they were opened.");
-							if (section->kind == NODE_SECTION)
-								pushing--;
-							section->end = n;
-							depth--;
-							text = pos;
-							continue;
-						}
-					case '>':
-						report_malformed(cs, path, s, len, tag,
-										 "partials are not supported",
-										 "Write the text in place.");
-						break;
-					case '=':
-						report_malformed(cs, path, s, len, tag,
-										 "delimiter changes are not supported",
-										 "Tags are always written with {{ and }}.");
-						break;
-					default:
-						break;
-				}
-			}
+			case '!':
+				/* a comment renders nothing */
+				break;
+			case '#':
+				add_tag(&ps, NODE_SECTION, tag, inner + 1, close);
+				break;
+			case '^':
+				add_tag(&ps, NODE_INVERTED, tag, inner + 1, close);
+				break;
+			case '&':
+				add_tag(&ps, NODE_RAW, tag, inner + 1, close);
+				break;
+			case '/':
+				close_section(&ps, tag, inner + 1, close);
+				break;
+			case '>':
+				malformed(&ps, tag, "partials are not supported",
+						  "Write the text in place.");
+				break;
+			case '=':
+				malformed(&ps, tag, "delimiter changes are not supported",
+						  "Tags are always written with {{ and }}.");
+				break;
+			default:
+				add_tag(&ps, NODE_VAR, tag, inner, close);
+				break;
 		}
-
-		err = parse_name(inner, inner_end - inner, &node);
-		if (err)
-			report_malformed(cs, path, s, len, tag, err, HINT_NAME);
-		if (node.nsegs == 0 && pushing == 0)
-			report_malformed(cs, path, s, len, tag,
-							 "\"{{.}}\" outside a section",
-							 "{{.}} is the current item inside a {{#name}} section.");
-
-		if (node.kind == NODE_SECTION || node.kind == NODE_INVERTED)
-		{
-			if (depth == opencap)
-			{
-				opencap *= 2;
-				open = repalloc(open, sizeof(int) * opencap);
-				open_at = repalloc(open_at, sizeof(char *) * opencap);
-			}
-			open[depth] = n;
-			open_at[depth] = tag;
-			depth++;
-			if (node.kind == NODE_SECTION)
-				pushing++;
-		}
-		nodes[n++] = node;
-		text = pos;
 	}
+	add_text(&ps, pos, end);
 
-	if (depth > 0)
+	if (ps.depth > 0)
 	{
-		TplNode    *section = &nodes[open[depth - 1]];
+		TplNode    *section = &ps.nodes[ps.open[ps.depth - 1]];
 
-		report_malformed(cs, path, s, len, open_at[depth - 1],
-						 psprintf("unclosed section \"%.*s\"",
-								  section->len, section->str),
-						 "Close the section with {{/name}}.");
+		malformed(&ps, ps.open_at[ps.depth - 1],
+				  psprintf("unclosed section \"%.*s\"",
+						   section->len, section->str),
+				  "Close the section with {{/name}}.");
 	}
 
-	pfree(open);
-	pfree(open_at);
-	*nnodes = n;
-	return nodes;
+	pfree(ps.open);
+	pfree(ps.open_at);
+	*nnodes = ps.n;
+	return ps.nodes;
 }
 
 

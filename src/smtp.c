@@ -762,10 +762,24 @@ smtp_prepare(void *arg, NotifyDelivery *d)
 	return true;
 }
 
+/* ": <curl's message>" or nothing, for an error line. */
+static void
+smtp_detail(char *out, size_t outlen, const char *curl_error)
+{
+	char		text[CURL_ERROR_SIZE];
+
+	notify_printable_copy(text, sizeof(text), curl_error, strlen(curl_error));
+	if (text[0] != '\0')
+		snprintf(out, outlen, ": %s", text);
+	else
+		out[0] = '\0';
+}
+
 static void
 smtp_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 {
 	long		code = d->http_status;	/* the last SMTP reply code */
+	char		detail[CURL_ERROR_SIZE + 2];
 
 	if (rc == CURLE_OK)
 	{
@@ -775,7 +789,7 @@ smtp_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 	}
 	d->provider_id[0] = '\0';
 
-	if (rc == CURLE_USE_SSL_FAILED)
+	if (rc == CURLE_USE_SSL_FAILED && !(code >= 400 && code <= 499))
 		notify_set_error(d, NOTIFY_OUTCOME_FAILED,
 						 "smtp: server does not offer STARTTLS (set \"tls\" to \"implicit\" with an smtps:// endpoint?)");
 	else if (rc == CURLE_LOGIN_DENIED && !(code >= 400 && code <= 499))
@@ -784,20 +798,15 @@ smtp_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 						 code);
 	else if (code >= 500 && code <= 599)
 	{
-		char		detail[CURL_ERROR_SIZE];
-
-		notify_printable_copy(detail, sizeof(detail), d->curl_error,
-							  strlen(d->curl_error));
-		notify_set_error(d, NOTIFY_OUTCOME_FAILED, "smtp %ld (bounce): %s",
+		smtp_detail(detail, sizeof(detail), d->curl_error);
+		notify_set_error(d, NOTIFY_OUTCOME_FAILED, "smtp %ld (bounce)%s",
 						 code, detail);
 	}
 	else if (code >= 400 && code <= 499)
 	{
-		char		detail[CURL_ERROR_SIZE];
-
-		notify_printable_copy(detail, sizeof(detail), d->curl_error,
-							  strlen(d->curl_error));
-		notify_set_error(d, NOTIFY_OUTCOME_RETRY, "smtp %ld: %s", code, detail);
+		/* greylisting, a busy mailbox, a 454 to STARTTLS or AUTH */
+		smtp_detail(detail, sizeof(detail), d->curl_error);
+		notify_set_error(d, NOTIFY_OUTCOME_RETRY, "smtp %ld%s", code, detail);
 	}
 	/* else: connection trouble, the engine's RETRY stands */
 }

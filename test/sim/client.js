@@ -10,7 +10,7 @@
  *   apns-burst     --keys DIR --port N --token HEX [--count K] [--warm] [--topic T]
  *                  one HTTP/2 connection, K concurrent pushes (after one
  *                  warm-up push with --warm); prints the statuses
- *   fcm-assertion  --keys DIR --aud URL [--scope S] [--lifetime S] [--iss X]
+ *   fcm-assertion  --keys DIR --aud URL [--scope S] [--lifetime S] [--iss X] [--key PEM]
  *                  print a service-account JWT for the token endpoint
  *   vapid          --keys DIR --aud ORIGIN [--sub URI] [--exp-in S] [--key FILE]
  *                  print an Authorization header value "vapid t=..., k=..."
@@ -20,7 +20,8 @@
  *                  [--topic T] [--key FILE] [--aud ORIGIN] [--no-ttl] [--corrupt]
  *                  encrypt, sign and POST; prints "<status> <body>"
  *   smtp-chat      --port N [--implicit-tls] [--ca FILE] LINE...
- *                  send each LINE, print each reply; "STARTTLS" upgrades
+ *                  send each LINE, print each reply; "STARTTLS" upgrades;
+ *                  after a 354 reply lines go out unanswered up to "." 
  *   rfc8291-vector check encrypt/decrypt against RFC 8291 appendix A
  */
 
@@ -74,7 +75,7 @@ function apnsJwt(o) {
 
 function fcmAssertion(o) {
   const sa = JSON.parse(fs.readFileSync(path.join(need(o, 'keys'), 'fcm-sa.json'), 'utf8'));
-  const key = crypto.createPrivateKey(sa.private_key);
+  const key = crypto.createPrivateKey(o.key ? fs.readFileSync(o.key) : sa.private_key);
   const iat = now();
   return jose.signJwt({ alg: 'RS256', typ: 'JWT', kid: sa.private_key_id }, {
     iss: o.iss || sa.client_email, scope: o.scope || 'https://www.googleapis.com/auth/firebase.messaging',
@@ -159,12 +160,24 @@ async function smtpChat(o) {
     buf += c.toString('latin1');
     if (waiter) waiter();
   };
+  let closed = false;
+  const onClose = () => {
+    closed = true;
+    if (waiter) waiter();
+  };
   sock.on('data', onData);
+  sock.on('close', onClose);
   sock.on('error', (e) => die(e.message));
   const readReply = () => new Promise((resolve) => {
     const check = () => {
       const m = /(^|\n)(\d{3}) [^\n]*\n/.exec(buf);
-      if (!m) return;
+      if (!m) {
+        if (closed) {
+          waiter = null;
+          resolve('(connection closed)');
+        }
+        return;
+      }
       const end = m.index + m[0].length;
       const text = buf.slice(0, end);
       buf = buf.slice(end);
@@ -175,15 +188,22 @@ async function smtpChat(o) {
     check();
   });
   process.stdout.write(await readReply() + '\n');
+  let inData = false;
   for (const line of o._) {
     sock.write(line + '\r\n');
+    if (inData && line !== '.') continue;
+    inData = false;
     const r = await readReply();
+    if (r.startsWith('354')) inData = true;
     process.stdout.write(r + '\n');
+    if (closed) break;
     if (/^STARTTLS$/i.test(line) && r.startsWith('220')) {
       sock.removeListener('data', onData);
+      sock.removeListener('close', onClose);
       sock = tls.connect({ socket: sock, servername: 'localhost', ca });
       await new Promise((resolve, reject) => { sock.once('secureConnect', resolve); sock.once('error', reject); });
       sock.on('data', onData);
+      sock.on('close', onClose);
     }
   }
   sock.end();

@@ -95,7 +95,7 @@ async function main() {
   } catch (e) {
     usage(`cannot load keys from ${opts.keys}: ${e.message}`);
   }
-  const core = new Core({ keys, logFile: opts.log || null, logMax: opts.logMax || 200000,
+  const core = new Core({ keys, logFile: opts.log || null, logMax: opts.logMax || 50000,
                           quiet: opts.quiet, simNames: opts.only });
 
   let stopping = false;

@@ -16,7 +16,7 @@
 const fs = require('node:fs');
 
 class RequestLog {
-  constructor({ file = null, max = 200000 } = {}) {
+  constructor({ file = null, max = 50000 } = {}) {
     this.seq = 0;
     this.entries = [];
     this.max = max;
