@@ -17,6 +17,7 @@ OBJS = \
 	src/notify.o \
 	src/shmem.o \
 	src/launcher.o \
+	src/maintenance.o \
 	src/worker.o \
 	src/sqlfuncs.o \
 	src/render.o \
@@ -30,7 +31,7 @@ OBJS = \
 	src/smtp.o \
 	src/webhook.o
 
-REGRESS = setup contacts templates send providers render
+REGRESS = setup contacts templates send providers render ops
 REGRESS_OPTS = --outputdir=test/regress-out
 ISOLATION = idempotency_race
 ISOLATION_OPTS = --outputdir=test/isolation-out

@@ -146,6 +146,8 @@ CREATE TABLE notify.outbox (
 	priority	smallint NOT NULL,
 	status		text NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'inflight', 'retry')),
 	attempts	integer NOT NULL DEFAULT 0,
+	-- attempts made before an operator requeued it (max_attempts counts from here)
+	attempt_base integer NOT NULL DEFAULT 0,
 	next_attempt_at timestamptz NOT NULL,
 	lease_until timestamptz,
 	expires_at	timestamptz,
@@ -919,13 +921,364 @@ CREATE VIEW notify.provider_settings AS
 	  FROM notify.providers p;
 COMMENT ON VIEW notify.provider_settings IS 'providers with every secret masked';
 
+/* ------------------------------------------------------------------------
+ * Operations: queue health, delivery statistics, history, admin actions
+ * ------------------------------------------------------------------------ */
+
+-- Per provider and priority: what waits, what is in flight, what died, how
+-- late the oldest ready row is, and what finished in the last minute/hour.
+CREATE VIEW notify.queue_stats AS
+WITH q AS (
+	SELECT o.provider, o.priority,
+		   count(*) FILTER (WHERE o.next_attempt_at <= now()
+							  AND (o.status <> 'inflight' OR o.lease_until <= now())) AS ready,
+		   count(*) FILTER (WHERE o.status = 'queued' AND o.next_attempt_at > now()) AS scheduled,
+		   count(*) FILTER (WHERE o.status = 'inflight' AND o.lease_until > now()) AS in_flight,
+		   count(*) FILTER (WHERE o.status = 'retry' AND o.next_attempt_at > now()) AS retrying,
+		   min(o.next_attempt_at) FILTER (WHERE o.next_attempt_at <= now()
+										   AND (o.status <> 'inflight' OR o.lease_until <= now())) AS oldest_ready
+	  FROM notify.outbox o
+	 GROUP BY 1, 2),
+h AS (
+	SELECT d.provider, d.priority,
+		   count(*) FILTER (WHERE d.status = 'dead') AS dead,
+		   count(*) FILTER (WHERE d.status = 'sent' AND d.finished_at > now() - interval '1 minute') AS delivered_1m,
+		   count(*) FILTER (WHERE d.status IN ('failed', 'dead', 'expired')
+							  AND d.finished_at > now() - interval '1 minute') AS failed_1m,
+		   count(*) FILTER (WHERE d.status = 'sent' AND d.finished_at > now() - interval '1 hour') AS delivered_1h,
+		   count(*) FILTER (WHERE d.status IN ('failed', 'dead', 'expired')
+							  AND d.finished_at > now() - interval '1 hour') AS failed_1h
+	  FROM notify.deliveries d
+	 WHERE d.provider IS NOT NULL
+	   AND (d.finished_at > now() - interval '1 hour' OR d.status IN ('dead', 'failed'))
+	 GROUP BY 1, 2)
+SELECT coalesce(q.provider, h.provider) AS provider,
+	   coalesce(q.priority, h.priority) AS priority,
+	   coalesce(q.ready, 0) AS ready,
+	   coalesce(q.scheduled, 0) AS scheduled,
+	   coalesce(q.in_flight, 0) AS in_flight,
+	   coalesce(q.retrying, 0) AS retrying,
+	   coalesce(h.dead, 0) AS dead,
+	   coalesce(now() - q.oldest_ready, interval '0') AS lag,
+	   coalesce(h.delivered_1m, 0) AS delivered_1m,
+	   coalesce(h.failed_1m, 0) AS failed_1m,
+	   coalesce(h.delivered_1h, 0) AS delivered_1h,
+	   coalesce(h.failed_1h, 0) AS failed_1h
+  FROM q FULL JOIN h ON h.provider = q.provider AND h.priority = q.priority
+ ORDER BY 1, 2 DESC;
+COMMENT ON VIEW notify.queue_stats IS 'queue depth, lag and recent outcomes per provider and priority';
+
+-- Success rate and commit-to-sent latency percentiles per provider over a window.
+CREATE FUNCTION notify_delivery_stats("window" interval DEFAULT '5 minutes')
+RETURNS TABLE (provider text, sent bigint, failed bigint, dead bigint, expired bigint,
+			   success_rate numeric, p50_ms double precision, p95_ms double precision, p99_ms double precision)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT d.provider,
+		   count(*) FILTER (WHERE d.status = 'sent'),
+		   count(*) FILTER (WHERE d.status = 'failed'),
+		   count(*) FILTER (WHERE d.status = 'dead'),
+		   count(*) FILTER (WHERE d.status = 'expired'),
+		   round(100.0 * count(*) FILTER (WHERE d.status = 'sent')
+				 / nullif(count(*) FILTER (WHERE d.status IN ('sent', 'failed', 'dead', 'expired')), 0), 2),
+		   percentile_cont(0.50) WITHIN GROUP (ORDER BY l.ms) FILTER (WHERE d.status = 'sent'),
+		   percentile_cont(0.95) WITHIN GROUP (ORDER BY l.ms) FILTER (WHERE d.status = 'sent'),
+		   percentile_cont(0.99) WITHIN GROUP (ORDER BY l.ms) FILTER (WHERE d.status = 'sent')
+	  FROM notify.deliveries d
+	  JOIN notify.notifications n ON n.id = d.notification_id,
+		   LATERAL (SELECT 1000 * extract(epoch FROM d.sent_at - greatest(d.created_at, n.send_at)) AS ms) l
+	 WHERE d.finished_at > now() - "window" AND d.provider IS NOT NULL
+	 GROUP BY d.provider
+	 ORDER BY d.provider
+$$;
+
+CREATE VIEW notify.delivery_stats AS
+	SELECT * FROM notify_delivery_stats(interval '5 minutes');
+COMMENT ON VIEW notify.delivery_stats IS 'success rate and latency percentiles per provider over the last 5 minutes';
+
+-- Every attempt of every delivery of a recipient's latest notifications.
+CREATE FUNCTION notify_history(recipient text, "limit" int DEFAULT 50)
+RETURNS TABLE (notification_id bigint, template text, delivery_id bigint, channel text, provider text,
+			   destination text, attempt int, at timestamptz, outcome text, provider_status int, error text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_recipient bigint := notify._recipient_id(recipient);
+BEGIN
+	IF "limit" IS NULL OR "limit" < 1 THEN
+		RAISE EXCEPTION 'limit must be at least 1'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'It counts notifications, newest first.';
+	END IF;
+	RETURN QUERY
+	WITH n AS (
+		SELECT x.id, x.template FROM notify.notifications x
+		 WHERE x.recipient_id = v_recipient ORDER BY x.id DESC LIMIT "limit"),
+	dl AS (
+		SELECT n.id AS nid, n.template, d.id, d.channel, d.provider, d.destination, d.attempts,
+			   d.finished_at AS at, d.status, d.provider_status, d.last_error
+		  FROM n JOIN notify.deliveries d ON d.notification_id = n.id
+		UNION ALL
+		SELECT n.id, n.template, o.id, o.channel, o.provider, o.destination, o.attempts,
+			   NULL, o.status, NULL, o.last_error
+		  FROM n JOIN notify.outbox o ON o.notification_id = n.id)
+	SELECT dl.nid, dl.template, dl.id, dl.channel, dl.provider,
+		   notify._redact_destination(dl.channel, dl.destination),
+		   a.attempt, a.at, a.outcome, a.provider_status, a.error
+	  FROM dl JOIN notify.attempts a ON a.outbox_id = dl.id
+	UNION ALL
+	SELECT dl.nid, dl.template, dl.id, dl.channel, dl.provider,
+		   notify._redact_destination(dl.channel, dl.destination),
+		   dl.attempts, dl.at, dl.status, dl.provider_status, dl.last_error
+	  FROM dl
+	 WHERE dl.at IS NOT NULL OR dl.attempts = 0 OR dl.status = 'inflight'
+	 ORDER BY 1 DESC, 3, 7, 8;
+END;
+$$;
+
+/*
+ * Requeue dead or failed deliveries: they go back to the outbox under the
+ * same id, their earlier outcome kept in notify.attempts, with a fresh
+ * budget of notify.max_attempts.
+ */
+CREATE FUNCTION notify._requeue(p_ids bigint[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_count integer;
+	v_providers text[];
+BEGIN
+	WITH moved AS (
+		DELETE FROM notify.deliveries d
+		 WHERE d.id = ANY (p_ids) AND d.status IN ('dead', 'failed')
+		   AND d.provider IS NOT NULL AND d.destination IS NOT NULL
+		RETURNING d.*),
+	kept AS (
+		INSERT INTO notify.attempts (outbox_id, attempt, at, outcome, provider_status, error)
+		SELECT m.id, m.attempts, m.finished_at, m.status, m.provider_status, m.last_error FROM moved m
+		ON CONFLICT DO NOTHING),
+	back AS (
+		INSERT INTO notify.outbox (id, notification_id, recipient_id, channel, provider, destination, device_id,
+								   priority, status, attempts, attempt_base, next_attempt_at, expires_at,
+								   last_error, created_at)
+		OVERRIDING SYSTEM VALUE
+		SELECT m.id, m.notification_id, m.recipient_id, m.channel, m.provider, m.destination, m.device_id,
+			   m.priority, 'queued', m.attempts, m.attempts, now(), n.expires_at,
+			   'requeued after: ' || coalesce(m.last_error, m.status), m.created_at
+		  FROM moved m JOIN notify.notifications n ON n.id = m.notification_id
+		RETURNING provider)
+	SELECT count(*), array_agg(DISTINCT provider) INTO v_count, v_providers FROM back;
+	IF v_count > 0 THEN
+		PERFORM notify._wake_on_commit(v_providers);
+	END IF;
+	RETURN v_count;
+END;
+$$;
+
+CREATE FUNCTION notify_requeue(id bigint)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_status text;
+BEGIN
+	SELECT d.status INTO v_status FROM notify.deliveries d WHERE d.id = notify_requeue.id;
+	IF v_status IS NULL THEN
+		RAISE EXCEPTION 'no finished delivery %', id
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'Pass a delivery id from notify_status() or notify_history().';
+	END IF;
+	IF v_status NOT IN ('dead', 'failed') THEN
+		RAISE EXCEPTION 'delivery % is %, only dead or failed deliveries can be requeued', id, v_status
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  HINT = 'Send a new notification instead.';
+	END IF;
+	RETURN notify._requeue(ARRAY[id]);
+END;
+$$;
+
+CREATE FUNCTION notify_requeue(provider text, since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL,
+							   status text DEFAULT 'dead')
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM notify.providers p WHERE p.name = notify_requeue.provider) THEN
+		RAISE EXCEPTION 'unknown provider "%"', provider
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See notify.provider_settings for the configured providers.';
+	END IF;
+	IF status IS NULL OR status NOT IN ('dead', 'failed') THEN
+		RAISE EXCEPTION 'status must be dead or failed'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Dead deliveries ran out of attempts; failed ones were refused by the provider.';
+	END IF;
+	RETURN notify._requeue(ARRAY(
+		SELECT d.id FROM notify.deliveries d
+		 WHERE d.provider = notify_requeue.provider AND d.status = notify_requeue.status
+		   AND (since IS NULL OR d.finished_at >= since)
+		   AND (until IS NULL OR d.finished_at < until)));
+END;
+$$;
+
+-- Cancel what of a notification is not yet sent; rows in flight go on.
+CREATE FUNCTION notify_cancel(id bigint)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_count integer;
+	v_inflight integer;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM notify.notifications n WHERE n.id = notify_cancel.id) THEN
+		RAISE EXCEPTION 'unknown notification %', id
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'Pass the id notify_send() returned.';
+	END IF;
+	WITH c AS (
+		DELETE FROM notify.outbox o
+		 WHERE o.notification_id = notify_cancel.id
+		   AND NOT (o.status = 'inflight' AND o.lease_until > now())
+		RETURNING o.*),
+	ins AS (
+		INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, provider, destination, device_id,
+									   priority, status, attempts, last_error, created_at)
+		SELECT c.id, c.notification_id, c.recipient_id, c.channel, c.provider, c.destination, c.device_id,
+			   c.priority, 'cancelled', c.attempts, 'cancelled by ' || session_user, c.created_at
+		  FROM c
+		RETURNING 1)
+	SELECT count(*) INTO v_count FROM ins;
+	SELECT count(*) INTO v_inflight FROM notify.outbox o WHERE o.notification_id = notify_cancel.id;
+	IF v_inflight > 0 THEN
+		RAISE NOTICE '% deliveries of notification % are being sent right now and were not cancelled', v_inflight, id;
+	END IF;
+	RETURN v_count;
+END;
+$$;
+
+CREATE FUNCTION notify_pause(provider text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE notify.providers p SET paused = true, updated_at = now() WHERE p.name = notify_pause.provider;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown provider "%"', provider
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See notify.provider_settings for the configured providers.';
+	END IF;
+	-- workers re-read their provider at every batch; wake the idle ones now
+	PERFORM notify._wake_on_commit(ARRAY[provider]);
+END;
+$$;
+
+CREATE FUNCTION notify_resume(provider text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE notify.providers p SET paused = false, updated_at = now() WHERE p.name = notify_resume.provider;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'unknown provider "%"', provider
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See notify.provider_settings for the configured providers.';
+	END IF;
+	PERFORM notify._wake_on_commit(ARRAY[provider]);
+END;
+$$;
+
+CREATE FUNCTION notify_workers()
+RETURNS TABLE (pid integer, database name, provider text, worker integer, state text,
+			   started_at timestamptz, last_batch_at timestamptz, batches bigint,
+			   delivered bigint, failed bigint, retried bigint, last_error text)
+AS 'MODULE_PATHNAME', 'notify_workers'
+LANGUAGE C VOLATILE;
+
+/* ------------------------------------------------------------------------
+ * Roles and privileges
+ *
+ * notify_sender: send, and manage recipients, devices and preferences.
+ * notify_admin: everything an operator needs, and what a sender may do.
+ * PUBLIC: nothing.  Nobody but the extension owner reads provider secrets.
+ * ------------------------------------------------------------------------ */
+
+DO $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'notify_sender') THEN
+		CREATE ROLE notify_sender NOLOGIN;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'notify_admin') THEN
+		CREATE ROLE notify_admin NOLOGIN;
+	END IF;
+END;
+$$;
+GRANT notify_sender TO notify_admin;
+
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA notify FROM PUBLIC;
+REVOKE ALL ON FUNCTION
+	notify_send(text, text, jsonb, text[], text, int, timestamptz, timestamptz, text),
+	notify_upsert_recipient(text, text, text, text, text, jsonb),
+	notify_register_device(text, text, text, text),
+	notify_unregister_device(text),
+	notify_set_preference(text, text, boolean, text),
+	notify_put_template(text, text, jsonb, text),
+	notify_set_provider(text, text, jsonb, boolean),
+	notify_render(text, text, jsonb, text),
+	notify_status(bigint),
+	notify_history(text, int),
+	notify_delivery_stats(interval),
+	notify_requeue(bigint),
+	notify_requeue(text, timestamptz, timestamptz, text),
+	notify_cancel(bigint),
+	notify_pause(text),
+	notify_resume(text),
+	notify_workers()
+FROM PUBLIC;
+
+GRANT EXECUTE ON FUNCTION
+	notify_send(text, text, jsonb, text[], text, int, timestamptz, timestamptz, text),
+	notify_upsert_recipient(text, text, text, text, text, jsonb),
+	notify_register_device(text, text, text, text),
+	notify_unregister_device(text),
+	notify_set_preference(text, text, boolean, text)
+TO notify_sender;
+
+GRANT EXECUTE ON FUNCTION
+	notify_put_template(text, text, jsonb, text),
+	notify_set_provider(text, text, jsonb, boolean),
+	notify_render(text, text, jsonb, text),
+	notify_status(bigint),
+	notify_history(text, int),
+	notify_delivery_stats(interval),
+	notify_requeue(bigint),
+	notify_requeue(text, timestamptz, timestamptz, text),
+	notify_cancel(bigint),
+	notify_pause(text),
+	notify_resume(text),
+	notify_workers()
+TO notify_admin;
+
+GRANT USAGE ON SCHEMA notify TO notify_admin;
+GRANT SELECT ON notify.queue_stats, notify.delivery_stats, notify.provider_settings TO notify_admin;
+-- the views call these as their owner, but the planner checks EXECUTE for the caller
+GRANT EXECUTE ON FUNCTION notify._mask_secrets(text, jsonb) TO notify_admin;
+
 CREATE FUNCTION notify._extension_loaded_notice()
 RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
 	IF NOT notify._workers_loaded() THEN
-		RAISE NOTICE 'notify is installed, but its delivery workers are not running'
+		RAISE WARNING 'notify is installed, but its delivery workers are not running'
 			USING HINT = 'Add notify to shared_preload_libraries and restart PostgreSQL; until then notifications are queued, not sent.';
 	END IF;
 END;

@@ -53,6 +53,9 @@ static const char b64_alphabet[] =
  * OpenSSL error queue.  Reason strings are fixed texts from OpenSSL and
  * never contain key material.
  */
+static void crypto_error(char *errbuf, const char *fmt,...)
+			__attribute__((format(printf, 2, 3)));
+
 static void
 crypto_error(char *errbuf, const char *fmt,...)
 {

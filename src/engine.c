@@ -403,13 +403,14 @@ abort_inflight(NotifyEngine *engine, const NotifyProviderOps *ops,
  * has succeeded), transfers go one at a time, asking again after each,
  * and fan out once it says no.
  *
- * opts.interrupted is called between polls (at least every 100 ms).  A
- * true answer does not cut the batch short: in-flight requests may
- * already have been accepted by the provider, so every delivery still
- * gets its real outcome.  The hook exists so that the caller can service
- * its latch while waiting; once it has said true it is not called again
- * in this run.  It must not longjmp (no ereport, no CHECK_FOR_INTERRUPTS),
- * or the curl handles in flight would leak.
+ * opts.interrupted is called on every turn of the loop (at least every
+ * 100 ms, since no poll waits longer).  A true answer does not cut the
+ * batch short: in-flight requests may already have been accepted by the
+ * provider, so every delivery still gets its real outcome.  The hook
+ * exists so that the caller can service its latch while waiting; once it
+ * has said true it is not called again in this run.  It must not longjmp
+ * (no ereport, no CHECK_FOR_INTERRUPTS), or the curl handles in flight
+ * would leak.
  */
 void
 notify_engine_run(NotifyEngine *engine, const NotifyProviderOps *ops,
@@ -473,6 +474,10 @@ notify_engine_run(NotifyEngine *engine, const NotifyProviderOps *ops,
 			completed++;
 		}
 
+		/* every turn, so that a busy batch still lets the caller in */
+		if (!interrupted && engine->opts.interrupted != NULL)
+			interrupted = engine->opts.interrupted(engine->opts.interrupted_arg);
+
 		if (completed > 0)
 		{
 			if (warming)
@@ -486,11 +491,7 @@ notify_engine_run(NotifyEngine *engine, const NotifyProviderOps *ops,
 			abort_inflight(engine, ops, state, deliveries, n,
 						   curl_multi_strerror(mc));
 			inflight = 0;
-			continue;
 		}
-
-		if (!interrupted && engine->opts.interrupted != NULL)
-			interrupted = engine->opts.interrupted(engine->opts.interrupted_arg);
 	}
 }
 

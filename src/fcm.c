@@ -48,6 +48,10 @@
 #define FCM_SCOPE			"https://www.googleapis.com/auth/firebase.messaging"
 #define FCM_PAYLOAD_LIMIT	4096
 
+#define ALNUM "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+#define PROJECT_ID_CHARS	ALNUM "-_.:"
+#define DEVICE_TOKEN_CHARS	ALNUM "-_:."
+
 /* token exchange: timeouts, early refresh, and back-off after a failure */
 #define TOKEN_TIMEOUT_MS	10000L
 #define TOKEN_CONNECT_MS	5000L
@@ -168,7 +172,7 @@ fcm_check_config(json_t *config)
 		problem = strdup("fcm \"service_account\" has no \"private_key\"");
 	else if ((pid = project_id(config, sa)) == NULL)
 		problem = strdup("fcm config needs \"project_id\" (in \"service_account\" or beside it)");
-	else if (strspn(pid, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:") != strlen(pid))
+	else if (strspn(pid, PROJECT_ID_CHARS) != strlen(pid))
 		problem = strdup("fcm \"project_id\" has characters a project id cannot have");
 	else if (!is_http_url(token_uri(config, sa)))
 		problem = strdup("fcm \"token_uri\" must be an http:// or https:// URL");
@@ -804,7 +808,7 @@ valid_token(const char *t)
 		return false;
 	len = strlen(t);
 	return len > 0 && len <= 4096 &&
-		strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:.") == len;
+		strspn(t, DEVICE_TOKEN_CHARS) == len;
 }
 
 static bool
@@ -851,7 +855,8 @@ fcm_prepare(void *arg, NotifyDelivery *d)
 	d->provider_data = (void *) st->token_gen;
 
 	if (!notify_add_header(&d->headers, "Authorization: Bearer %s", token) ||
-		!notify_add_header(&d->headers, "Content-Type: application/json; charset=UTF-8") ||
+		!notify_add_header(&d->headers,
+						   "Content-Type: application/json; charset=UTF-8") ||
 		!notify_add_header(&d->headers, "Expect:"))
 	{
 		notify_set_error(d, NOTIFY_OUTCOME_RETRY, "fcm: out of memory");

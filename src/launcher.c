@@ -294,6 +294,34 @@ reconcile(List *providers)
 	}
 }
 
+/*
+ * Purges and alerts; an ERROR there is logged and retried at the next
+ * round rather than taking the launcher down.
+ */
+static void
+run_maintenance(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		notify_maintenance();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		ereport(LOG,
+				(errmsg("notify launcher: maintenance failed and will be retried: %s", edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
 void
 notify_launcher_main(Datum arg)
 {
@@ -339,9 +367,11 @@ notify_launcher_main(Datum arg)
 			if (!released)
 			{
 				release_orphans();
+				notify_maintenance_reset();
 				released = true;
 			}
 			reconcile(providers);
+			run_maintenance();
 		}
 		list_free_deep(providers);
 

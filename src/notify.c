@@ -36,6 +36,9 @@ int			notify_request_timeout_ms = 10000;
 int			notify_lease_ms = 60000;
 int			notify_max_host_connections = 4;
 int			notify_max_inflight = 1000;
+int			notify_retention_s = 30 * 24 * 3600;
+int			notify_alert_lag_s = 300;
+bool		notify_alert_dead = true;
 
 bool		notify_preloaded = false;
 
@@ -140,6 +143,28 @@ define_gucs(void)
 							1000, 1, 10000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("notify.retention",
+							"How long finished deliveries, attempts and notifications are kept.",
+							"The launcher purges older history in small batches; 0 keeps everything.",
+							&notify_retention_s,
+							30 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("notify.alert_lag",
+							"Raise an alert when the oldest ready delivery of a provider waited this long.",
+							"0 turns the lag alert off.",
+							&notify_alert_lag_s,
+							300, 0, 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("notify.alert_dead",
+							 "Raise an alert when deliveries go dead.",
+							 NULL,
+							 &notify_alert_dead,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("notify");
 }

@@ -33,6 +33,9 @@ extern int	notify_request_timeout_ms;
 extern int	notify_lease_ms;
 extern int	notify_max_host_connections;
 extern int	notify_max_inflight;
+extern int	notify_retention_s;
+extern int	notify_alert_lag_s;
+extern bool notify_alert_dead;
 
 /* Whether _PG_init ran from shared_preload_libraries. */
 extern bool notify_preloaded;
@@ -92,6 +95,10 @@ extern const char *notify_state_name(NotifyWorkerState state);
 /* launcher.c */
 extern void notify_register_launchers(void);
 PGDLLEXPORT void notify_launcher_main(Datum arg);
+
+/* maintenance.c */
+extern void notify_maintenance(void);
+extern void notify_maintenance_reset(void);
 
 /* worker.c */
 PGDLLEXPORT void notify_worker_main(Datum arg);

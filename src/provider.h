@@ -17,7 +17,10 @@
  *	 -> ops->prepare() builds the request on d->easy (URL, headers, body)
  *	 -> engine runs the transfer (many at once, one curl multi handle)
  *	 -> ops->finish() reads d->http_status / d->response and sets the outcome
- *	 -> engine frees the per-delivery resources (headers, body, mime, easy)
+ *	 -> engine frees the per-delivery resources (headers, body, mime, rcpt,
+ *		provider_data via release(), the response buffers; the easy handle
+ *		goes back to the engine's pool): after notify_engine_run() only the
+ *		outcome fields and http_status are meaningful
  *
  *-------------------------------------------------------------------------
  */
@@ -211,10 +214,14 @@ extern bool notify_add_header(struct curl_slist **list, const char *fmt,...)
  */
 extern void notify_http_common(CURL *easy, json_t *config);
 
-/* Retry classification shared by HTTP providers: 408, 429, 5xx. */
+/* Retry classification shared by HTTP providers: 408, 425, 429, 5xx. */
 extern bool notify_http_status_transient(long status);
 
-/* Parse Retry-After (delta seconds or HTTP date) from the response headers. */
+/*
+ * Parse Retry-After (delta seconds or HTTP date) from the response headers
+ * of the last response: seconds from now, clamped to 0 .. 86400; -1 when
+ * absent or unparseable.
+ */
 extern int	notify_parse_retry_after(const NotifyBuf *headers);
 
 /* Engine (engine.c). */
@@ -228,7 +235,13 @@ typedef struct NotifyEngineOptions
 	long		max_concurrent;	/* transfers in flight at once */
 	bool		h2c;			/* plaintext http:// URLs: HTTP/2 prior
 								 * knowledge (test servers) */
-	/* Called between curl polls; return true to stop waiting early. */
+	/*
+	 * Called between curl polls (at least every 100 ms) so the caller can
+	 * service its latch.  Must not longjmp (no ereport, no
+	 * CHECK_FOR_INTERRUPTS).  A true answer is noted and the hook is not
+	 * called again in that run, but the batch still completes: requests in
+	 * flight may already have been accepted.  May be NULL.
+	 */
 	bool		(*interrupted) (void *arg);
 	void	   *interrupted_arg;
 } NotifyEngineOptions;

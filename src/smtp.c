@@ -685,7 +685,7 @@ smtp_prepare(void *arg, NotifyDelivery *d)
 	ok = ok && notify_add_header(&d->headers, "To: %s", d->destination);
 	if (reply_to != NULL)
 		ok = ok && notify_add_header(&d->headers, "Reply-To: %s", reply_to);
-	ok = ok && notify_add_header(&d->headers, "Subject: %s", enc_subject ? enc_subject : "");
+	ok = ok && notify_add_header(&d->headers, "Subject: %s", enc_subject);
 	ok = ok && notify_add_header(&d->headers, "MIME-Version: 1.0");
 
 	/*

@@ -22,12 +22,15 @@
 #define json_object pg_json_object
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #undef json_object
 
@@ -40,6 +43,7 @@ PG_FUNCTION_INFO_V1(notify_check_payload);
 PG_FUNCTION_INFO_V1(notify_wake_on_commit);
 PG_FUNCTION_INFO_V1(notify_providers_changed);
 PG_FUNCTION_INFO_V1(notify_workers_loaded);
+PG_FUNCTION_INFO_V1(notify_workers);
 
 static const NotifyProviderOps *
 lookup_kind(const char *kind)
@@ -294,4 +298,59 @@ Datum
 notify_workers_loaded(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(notify_shmem_ready());
+}
+
+/*
+ * notify_workers(): one row per delivery worker of the cluster, from
+ * shared memory.  Empty when notify is not preloaded.
+ */
+Datum
+notify_workers(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	NotifyWorkerSlot copy[NOTIFY_MAX_WORKERS];
+	int			n = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!notify_shmem_ready())
+		return (Datum) 0;
+
+	/* copy under the lock, build tuples after releasing it */
+	notify_slots_lock(false);
+	for (int i = 0; i < NOTIFY_MAX_WORKERS; i++)
+	{
+		if (notify_slot(i)->in_use)
+			copy[n++] = *notify_slot(i);
+	}
+	notify_slots_unlock();
+
+	for (int i = 0; i < n; i++)
+	{
+		NotifyWorkerSlot *w = &copy[i];
+		Datum		values[12];
+		bool		nulls[12] = {false};
+		char	   *dbname = get_database_name(w->dboid);
+
+		values[0] = Int32GetDatum(w->pid);
+		nulls[0] = w->pid == 0;
+		if (dbname)
+			values[1] = DirectFunctionCall1(namein, CStringGetDatum(dbname));
+		else
+			nulls[1] = true;
+		values[2] = CStringGetTextDatum(w->provider);
+		values[3] = Int32GetDatum(w->number);
+		values[4] = CStringGetTextDatum(notify_state_name(w->state));
+		values[5] = TimestampTzGetDatum(w->started_at);
+		nulls[5] = w->started_at == 0;
+		values[6] = TimestampTzGetDatum(w->last_batch_at);
+		nulls[6] = w->last_batch_at == 0;
+		values[7] = Int64GetDatum((int64) w->batches);
+		values[8] = Int64GetDatum((int64) w->delivered);
+		values[9] = Int64GetDatum((int64) w->failed);
+		values[10] = Int64GetDatum((int64) w->retried);
+		values[11] = CStringGetTextDatum(w->last_error);
+		nulls[11] = w->last_error[0] == '\0';
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -252,7 +252,8 @@ webhook_prepare(void *arg, NotifyDelivery *d)
 	d->body_len = strlen(d->body);
 
 	ok = ok && notify_add_header(&d->headers, "Content-Type: application/json");
-	ok = ok && notify_add_header(&d->headers, "X-Notify-Id: %lld", (long long) d->id);
+	ok = ok && notify_add_header(&d->headers, "X-Notify-Id: %lld",
+								 (long long) d->id);
 	ok = ok && notify_add_header(&d->headers, "Idempotency-Key: notify-%lld",
 						  (long long) d->id);
 	ok = ok && notify_add_header(&d->headers, "Expect:");
@@ -276,7 +277,8 @@ webhook_prepare(void *arg, NotifyDelivery *d)
 								   signed_text, plen + d->body_len, hex);
 			free(signed_text);
 			ok = notify_add_header(&d->headers, "X-Notify-Timestamp: %lld", t) &&
-				notify_add_header(&d->headers, "X-Notify-Signature: t=%lld,v1=%s", t, hex);
+				notify_add_header(&d->headers,
+								  "X-Notify-Signature: t=%lld,v1=%s", t, hex);
 		}
 	}
 

@@ -85,7 +85,7 @@ static const char *const claim_sql =
 "        lease_until = now() + $3 * interval '1 millisecond'"
 "   FROM c, notify.notifications n"
 "  WHERE o.id = c.id AND n.id = o.notification_id"
-" RETURNING o.id, o.channel, o.destination, o.attempts, o.priority,"
+" RETURNING o.id, o.channel, o.destination, o.attempts - o.attempt_base, o.priority,"
 "           coalesce(extract(epoch FROM o.expires_at)::int8, 0),"
 "           coalesce(o.expires_at <= clock_timestamp(), false),"
 "           n.recipient, (n.rendered -> o.channel)::text";

@@ -23,6 +23,10 @@
  *                  send each LINE, print each reply; "STARTTLS" upgrades;
  *                  after a 354 reply lines go out unanswered up to "." 
  *   rfc8291-vector check encrypt/decrypt against RFC 8291 appendix A
+ *
+ * Also a module: run(argv) resolves to what the command would print, and
+ * the functions behind the commands are exported (selftest.sh drives them
+ * from one long-lived node process).
  */
 
 const fs = require('node:fs');
@@ -58,7 +62,11 @@ function need(o, k) {
   return o[k];
 }
 
+class UsageError extends Error {}
+
+/* Fatal on the command line; an exception when used as a module. */
 function die(msg) {
+  if (require.main !== module) throw new UsageError(msg);
   process.stderr.write(`client: ${msg}\n`);
   process.exit(2);
 }
@@ -119,13 +127,13 @@ async function webpushSend(o) {
     req.on('error', reject);
     req.end(body);
   });
-  process.stdout.write(`${r.status} ${r.body}\n`);
+  return r;
 }
 
 async function apnsBurst(o) {
   const ca = fs.readFileSync(path.join(need(o, 'keys'), 'ca.pem'));
   const session = http2.connect(`https://127.0.0.1:${need(o, 'port')}`, { ca, servername: 'localhost' });
-  session.on('error', (e) => die(e.message));
+  session.on('error', () => {});        /* each request reports its own error */
   const jwt = apnsJwt(o);
   const push = () => new Promise((resolve) => {
     const req = session.request({
@@ -144,7 +152,7 @@ async function apnsBurst(o) {
   if (o.warm) out.push(await push());
   out.push(...await Promise.all(Array.from({ length: Number(o.count || 2) }, push)));
   session.close();
-  process.stdout.write(out.join('\n') + '\n');
+  return out;
 }
 
 /* Line-by-line SMTP conversation; prints every reply line. */
@@ -167,7 +175,7 @@ async function smtpChat(o) {
   };
   sock.on('data', onData);
   sock.on('close', onClose);
-  sock.on('error', (e) => die(e.message));
+  sock.on('error', onClose);
   const readReply = () => new Promise((resolve) => {
     const check = () => {
       const m = /(^|\n)(\d{3}) [^\n]*\n/.exec(buf);
@@ -187,7 +195,7 @@ async function smtpChat(o) {
     waiter = check;
     check();
   });
-  process.stdout.write(await readReply() + '\n');
+  const transcript = [await readReply()];
   let inData = false;
   for (const line of o._) {
     sock.write(line + '\r\n');
@@ -195,7 +203,7 @@ async function smtpChat(o) {
     inData = false;
     const r = await readReply();
     if (r.startsWith('354')) inData = true;
-    process.stdout.write(r + '\n');
+    transcript.push(r);
     if (closed) break;
     if (/^STARTTLS$/i.test(line) && r.startsWith('220')) {
       sock.removeListener('data', onData);
@@ -204,9 +212,11 @@ async function smtpChat(o) {
       await new Promise((resolve, reject) => { sock.once('secureConnect', resolve); sock.once('error', reject); });
       sock.on('data', onData);
       sock.on('close', onClose);
+      sock.on('error', onClose);
     }
   }
   sock.end();
+  return transcript.join('\n');
 }
 
 function rfc8291Vector() {
@@ -220,28 +230,39 @@ function rfc8291Vector() {
                              asPrivate: u('yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw'),
                              salt: u('DGv6ra1nlYgDCS1FRnbzlw') });
   const back = ece.decrypt({ body: expected, uaECDH: ua, authSecret: auth }).plaintext.toString();
-  const ok = body.equals(expected) && back === text;
-  process.stdout.write(ok ? 'ok\n' : 'MISMATCH\n');
-  process.exit(ok ? 0 : 1);
+  return body.equals(expected) && back === text;
 }
 
-async function main() {
-  const [cmd, ...rest] = process.argv.slice(2);
+/* Run one command (argv as on the command line); resolves to its output text. */
+async function run(argv) {
+  const [cmd, ...rest] = argv;
   const o = parse(rest);
   switch (cmd) {
-    case 'apns-jwt': return process.stdout.write(apnsJwt(o) + '\n');
-    case 'apns-burst': return apnsBurst(o);
-    case 'fcm-assertion': return process.stdout.write(fcmAssertion(o) + '\n');
-    case 'vapid': return process.stdout.write(vapidHeader(o, need(o, 'aud')) + '\n');
+    case 'apns-jwt': return apnsJwt(o);
+    case 'apns-burst': return (await apnsBurst(o)).join('\n');
+    case 'fcm-assertion': return fcmAssertion(o);
+    case 'vapid': return vapidHeader(o, need(o, 'aud'));
     case 'webpush-encrypt': {
       const sub = readJsonArg(need(o, 'sub'));
-      return fs.writeFileSync(need(o, 'out'), encryptFor(sub, need(o, 'text')));
+      fs.writeFileSync(need(o, 'out'), encryptFor(sub, need(o, 'text')));
+      return '';
     }
-    case 'webpush-send': return webpushSend(o);
+    case 'webpush-send': {
+      const r = await webpushSend(o);
+      return `${r.status} ${r.body}`;
+    }
     case 'smtp-chat': return smtpChat(o);
-    case 'rfc8291-vector': return rfc8291Vector();
+    case 'rfc8291-vector': return rfc8291Vector() ? 'ok' : 'MISMATCH';
     default: return die(`unknown command ${cmd || '(none)'}; see the header of client.js`);
   }
 }
 
-main().catch((e) => die(e.stack || e.message));
+module.exports = { run, apnsJwt, fcmAssertion, vapidHeader, encryptFor, webpushSend, apnsBurst, smtpChat,
+                   rfc8291Vector };
+
+if (require.main === module) {
+  run(process.argv.slice(2)).then((out) => {
+    if (out) process.stdout.write(out + '\n');
+    if (out === 'MISMATCH') process.exitCode = 1;
+  }, (e) => die(e.stack || e.message));
+}

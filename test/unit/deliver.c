@@ -29,6 +29,9 @@
  *	  NOTIFY_EXPIRES_IN=s	expires_at = now + s
  *	  NOTIFY_ID_BASE=b		first outbox id (default 1)
  *	  NOTIFY_RECIPIENT=r	recipient (user id; default "user-1")
+ *	  NOTIFY_INTERRUPT_AFTER=k	an "interrupted" hook that answers true
+ *							from its k-th call on (the batch must still
+ *							complete); its call count is printed
  *
  * Owns nothing but this command: it is test tooling, not part of the
  * extension.
@@ -63,6 +66,17 @@ outcome_name(NotifyOutcome o)
 			return "FAILED";
 	}
 	return "?";
+}
+
+/* The engine's "interrupted" hook: true from the k-th call on. */
+static long interrupt_calls;
+static long interrupt_after;
+
+static bool
+interrupted(void *arg)
+{
+	interrupt_calls++;
+	return interrupt_calls >= interrupt_after;
 }
 
 static double
@@ -174,6 +188,9 @@ main(int argc, char **argv)
 	opts.max_concurrent = env_long("NOTIFY_CONCURRENCY", 100);
 	opts.max_host_connections = env_long("NOTIFY_HOST_CONNS", 0);
 	opts.h2c = env_long("NOTIFY_H2C", 0) != 0;
+	interrupt_after = env_long("NOTIFY_INTERRUPT_AFTER", 0);
+	if (interrupt_after > 0)
+		opts.interrupted = interrupted;
 	engine = notify_engine_create(&opts);
 	if (engine == NULL)
 	{
@@ -228,6 +245,8 @@ main(int argc, char **argv)
 				failed++;
 		}
 	}
+	if (interrupt_after > 0)
+		printf("interrupted hook: %ld calls\n", interrupt_calls);
 	printf("deliver: %ld sent, %ld retry, %ld failed in %.0f ms\n",
 		   sent, retry, failed, now_ms() - t0);
 	status = (retry == 0 && failed == 0) ? 0 : 2;

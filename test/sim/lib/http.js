@@ -119,7 +119,7 @@ class H1Exchange extends Exchange {
   }
 
   goaway() {
-    this.res.shouldKeepAlive = false;
+    /* HTTP/1.1 has no GOAWAY: the answer carried "Connection: close". */
   }
 }
 
@@ -289,6 +289,7 @@ class HttpSim {
       let body = rule.body;
       if (body === undefined) body = this.faultBody(status, ex);
       const headers = { ...(rule.headers || {}) };
+      if (rule.goaway && ex.proto === 'h1') headers.connection = 'close';
       if (body !== null && typeof body === 'object') {
         body = JSON.stringify(body);
         if (!hasHeader(headers, 'content-type')) headers['content-type'] = 'application/json';

@@ -93,7 +93,8 @@ class SmtpSim {
 
   async start(ports) {
     const plain = net.createServer((s) => new SmtpSession(this, s, 'smtp', false));
-    const implicit = tls.createServer({ secureContext: this.secureContext },
+    const implicit = tls.createServer({ key: this.core.keys.serverKey, cert: this.core.keys.serverCert,
+                                        minVersion: 'TLSv1.2' },
                                       (s) => new SmtpSession(this, s, 'smtps', true));
     implicit.on('tlsClientError', () => {});
     this.servers = [plain, implicit];
@@ -575,6 +576,8 @@ function collectParts(headers, body, path, out, problems, depth) {
       return;
     }
     if (depth > 5) return;
+    const container = { path: path || '0', content_type: ct.type, parts: 0 };
+    out.push(container);
     const chunks = body.split(new RegExp(`(?:^|\\r?\\n)--${b.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
     if (chunks.length < 3) problems.push(`${path || 'message'}: multipart body has no closing boundary`);
     let n = 0;
@@ -584,13 +587,16 @@ function collectParts(headers, body, path, out, problems, depth) {
       const sub = splitEntity(chunk.replace(/^[ \t]*\r?\n/, ''));
       collectParts(parseHeaderBlock(sub.head), sub.body, path ? `${path}.${n}` : String(n), out, problems, depth + 1);
     }
-    out.push({ path: path || '0', content_type: ct.type, parts: n });
+    container.parts = n;
     return;
   }
   if (/[\x80-\xff]/.test(body) && !['8bit', 'binary', 'base64', 'quoted-printable'].includes(encoding)) {
     problems.push(`${path || 'body'}: 8-bit content without a Content-Transfer-Encoding (use quoted-printable or base64)`);
   }
   const text = decodeBody(body, encoding, ct.params.charset);
+  if (ct.type.startsWith('text/') && !ct.params.charset && /[^\x00-\x7f]/.test(text)) {
+    problems.push(`${path || 'body'}: non-ASCII ${ct.type} without a charset parameter`);
+  }
   const part = { path: path || '1', content_type: ct.type, charset: ct.params.charset || null,
                  encoding: encoding || null, size: body.length, text: text.length > 65536 ? text.slice(0, 65536) : text };
   const disp = get('content-disposition');
