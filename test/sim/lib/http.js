@@ -72,11 +72,16 @@ class H2Exchange extends Exchange {
     const s = this.stream;
     if (s.destroyed || s.closed) return;
     const h = headers ? { ...headers, ':status': status } : { ':status': status };
-    if (body === undefined || body === null || body.length === 0) {
-      s.respond(h, { endStream: true });
-    } else {
-      s.respond(h);
-      s.end(body);
+    try {
+      if (body === undefined || body === null || body.length === 0) {
+        s.respond(h, { endStream: true });
+      } else {
+        s.respond(h);
+        s.end(body);
+      }
+    } catch (e) {
+      if (e.code !== 'ERR_HTTP2_INVALID_STREAM' && e.code !== 'ERR_HTTP2_STREAM_ERROR') throw e;
+      /* the client reset the stream or the session died: nobody to answer */
     }
   }
 

@@ -168,6 +168,8 @@ class WebpushSim extends HttpSim {
     /* Payload (RFC 8291). */
     const body = ex.body;
     if (body && body.length > 0) {
+      info.body = body.toString('base64');          /* ciphertext; plaintext below */
+      info.body_encoding = 'base64';
       if (body.length > MAX_BODY || ex.truncated) return this.fail(ex, 413, 104, `Payload of ${body.length} bytes exceeds ${MAX_BODY}`, info);
       const enc = String(h['content-encoding'] || '').toLowerCase();
       if (enc !== 'aes128gcm') {
