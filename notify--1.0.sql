@@ -261,7 +261,6 @@ LANGUAGE C STABLE;
 CREATE FUNCTION notify._check_channel(p_channel text)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
 	IF p_channel IS NULL OR p_channel NOT IN ('push', 'sms', 'email', 'webhook') THEN
@@ -275,7 +274,6 @@ $$;
 CREATE FUNCTION notify._recipient_id(p_recipient text)
 RETURNS bigint
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_id bigint;
@@ -298,7 +296,6 @@ $$;
 CREATE FUNCTION notify._provider_for(p_kind text, p_app text)
 RETURNS text
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_name text;
@@ -633,7 +630,6 @@ $$;
 CREATE FUNCTION notify._pick_templates(p_template text, p_locales text[], p_channels text[])
 RETURNS TABLE (channel text, locale text, version int, content jsonb)
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT DISTINCT ON (t.channel) t.channel, t.locale, t.version, t.content
 	  FROM notify.templates t
@@ -676,6 +672,11 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
+/*
+ * The hot path of the product: every statement here runs once per send, so
+ * it stays few statements, all with cached plans, and calls no SQL-language
+ * function (those are re-parsed on every call).
+ */
 DECLARE
 	v_params jsonb := coalesce(params, '{}');
 	v_r record;
@@ -685,13 +686,18 @@ DECLARE
 	v_rendered jsonb := '{}';
 	v_versions jsonb := '{}';
 	v_found text[] := '{}';
+	v_prefs jsonb;
 	v_enabled boolean;
 	v_id bigint;
 	v_due timestamptz := coalesce(send_at, now());
+	v_locales text[];
+	v_lang text;
 	v_provider text;
-	v_wake text[] := '{}';
 	v_kind text;
+	v_dest text;
+	v_wake text[] := '{}';
 	v_checked text[] := '{}';
+	v_devices int;
 BEGIN
 	/* --- validate everything before writing anything --- */
 	IF idempotency_key IS NOT NULL THEN
@@ -729,7 +735,11 @@ BEGIN
 					  HINT = 'Pass NULL to use every channel the template has, or name some.';
 		END IF;
 		FOREACH v_channel IN ARRAY channels LOOP
-			PERFORM notify._check_channel(v_channel);
+			IF v_channel IS NULL OR v_channel NOT IN ('push', 'sms', 'email', 'webhook') THEN
+				RAISE EXCEPTION 'unknown channel "%"', v_channel
+					USING ERRCODE = 'invalid_parameter_value',
+						  HINT = 'Channels are push, sms, email and webhook.';
+			END IF;
 		END LOOP;
 	END IF;
 
@@ -741,7 +751,21 @@ BEGIN
 				  HINT = 'Create it first with notify_upsert_recipient().';
 	END IF;
 
-	FOR v_t IN SELECT * FROM notify._pick_templates(template, notify._locale_chain(v_r.locale), channels) LOOP
+	-- locale fallback: exact, then language, then the default ('')
+	IF v_r.locale IS NULL OR v_r.locale = '' THEN
+		v_locales := ARRAY[''];
+	ELSE
+		v_lang := split_part(replace(v_r.locale, '_', '-'), '-', 1);
+		v_locales := CASE WHEN v_lang <> v_r.locale THEN ARRAY[v_r.locale, v_lang, ''] ELSE ARRAY[v_r.locale, ''] END;
+	END IF;
+
+	FOR v_t IN
+		SELECT DISTINCT ON (t.channel) t.channel, t.version, t.content
+		  FROM notify.templates t
+		 WHERE t.name = template AND t.locale = ANY (v_locales)
+		   AND (channels IS NULL OR t.channel = ANY (channels))
+		 ORDER BY t.channel, array_position(v_locales, t.locale), t.version DESC
+	LOOP
 		v_rendered := v_rendered || jsonb_build_object(v_t.channel,
 			notify._render(v_t.content, v_t.channel, v_params, v_r.attributes, template));
 		v_versions := v_versions || jsonb_build_object(v_t.channel, v_t.version);
@@ -764,6 +788,14 @@ BEGIN
 				  HINT = 'Add one with notify_put_template(), or leave that channel out.';
 	END IF;
 
+	-- per channel: a category row beats the channel row; no row means enabled
+	SELECT jsonb_object_agg(x.channel, x.enabled) INTO v_prefs
+	  FROM (SELECT DISTINCT ON (p.channel) p.channel, p.enabled
+			  FROM notify.preferences p
+			 WHERE p.recipient_id = v_r.id
+			   AND (p.category IS NULL OR p.category = notify_send.category)
+			 ORDER BY p.channel, p.category NULLS LAST) x;
+
 	/* --- write: the request, then one outbox row per destination --- */
 	INSERT INTO notify.notifications AS n (recipient_id, recipient, template, params, rendered, versions,
 										   category, priority, send_at, expires_at, idempotency_key)
@@ -778,62 +810,81 @@ BEGIN
 	END IF;
 
 	FOREACH v_channel IN ARRAY v_found LOOP
-		-- a category row beats the channel row; no row means enabled
-		SELECT p.enabled INTO v_enabled
-		  FROM notify.preferences p
-		 WHERE p.recipient_id = v_r.id AND p.channel = v_channel
-		   AND (p.category IS NULL OR p.category = notify_send.category)
-		 ORDER BY p.category NULLS LAST
-		 LIMIT 1;
-		v_enabled := coalesce(v_enabled, true);
+		v_enabled := coalesce((v_prefs ->> v_channel)::boolean, true);
 
 		IF v_channel = 'push' THEN
-			FOR v_d IN SELECT d.id, d.platform, d.token, d.subscription, d.app
-						 FROM notify.devices d WHERE d.recipient_id = v_r.id AND d.active
-						 ORDER BY d.id LOOP
-				v_kind := CASE v_d.platform WHEN 'ios' THEN 'apns' WHEN 'android' THEN 'fcm' ELSE 'webpush' END;
-				IF v_enabled THEN
-					v_provider := notify._provider_for(v_kind, v_d.app);
-					IF NOT v_provider = ANY (v_checked) THEN
-						PERFORM notify._check_payload(v_kind, v_provider, v_rendered->'push');
-						v_checked := v_checked || v_provider;
-					END IF;
-				ELSE
-					v_provider := NULL;
+			v_devices := 0;
+			FOR v_d IN
+				SELECT d.id, d.app, k.kind,
+					   CASE WHEN d.platform = 'web' THEN d.subscription::text ELSE d.token END AS dest,
+					   coalesce((SELECT p.name FROM notify.providers p WHERE p.name = d.app AND p.kind = k.kind),
+								(SELECT p.name FROM notify.providers p WHERE p.name = k.kind),
+								(SELECT min(p.name) FROM notify.providers p
+								  WHERE p.kind = k.kind AND p.enabled HAVING count(*) = 1)) AS provider
+				  FROM notify.devices d,
+					   LATERAL (SELECT CASE d.platform WHEN 'ios' THEN 'apns' WHEN 'android' THEN 'fcm'
+										ELSE 'webpush' END AS kind) k
+				 WHERE d.recipient_id = v_r.id AND d.active
+				 ORDER BY d.id
+			LOOP
+				v_devices := v_devices + 1;
+				IF NOT v_enabled THEN
+					INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, destination, device_id,
+												   priority, status, last_error, created_at)
+					VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, 'push', v_d.dest, v_d.id,
+							priority, 'suppressed', 'recipient opted out of push', now());
+					CONTINUE;
 				END IF;
-				PERFORM notify._enqueue(v_id, v_r.id, 'push', v_provider,
-										CASE WHEN v_d.platform = 'web' THEN v_d.subscription::text ELSE v_d.token END,
-										v_d.id, priority, v_due, expires_at, v_enabled);
-				IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
+				-- no usable instance: this raises the error that says why
+				v_provider := coalesce(v_d.provider, notify._provider_for(v_d.kind, v_d.app));
+				IF NOT v_provider = ANY (v_checked) THEN
+					PERFORM notify._check_payload(v_d.kind, v_provider, v_rendered->'push');
+					v_checked := v_checked || v_provider;
+				END IF;
+				INSERT INTO notify.outbox (notification_id, recipient_id, channel, provider, destination, device_id,
+										   priority, next_attempt_at, expires_at)
+				VALUES (v_id, v_r.id, 'push', v_provider, v_d.dest, v_d.id, priority, v_due, expires_at);
+				v_wake := v_wake || v_provider;
 			END LOOP;
-			IF NOT FOUND THEN
-				PERFORM notify._record_skip(v_id, v_r.id, 'push', priority, 'recipient has no active device');
+			IF v_devices = 0 THEN
+				INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, priority, status,
+											   last_error, created_at)
+				VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, 'push', priority, 'skipped',
+						'recipient has no active device', now());
 			END IF;
-		ELSIF v_channel = 'sms' THEN
-			IF v_r.phone IS NULL THEN
-				PERFORM notify._record_skip(v_id, v_r.id, 'sms', priority, 'recipient has no phone number');
-			ELSE
-				v_provider := CASE WHEN v_enabled THEN notify._provider_for('twilio', NULL) END;
-				PERFORM notify._enqueue(v_id, v_r.id, 'sms', v_provider, v_r.phone, NULL,
-										priority, v_due, expires_at, v_enabled);
-				IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
-			END IF;
-		ELSIF v_channel = 'email' THEN
-			IF v_r.email IS NULL THEN
-				PERFORM notify._record_skip(v_id, v_r.id, 'email', priority, 'recipient has no email address');
-			ELSE
-				v_provider := CASE WHEN v_enabled THEN notify._provider_for('smtp', NULL) END;
-				PERFORM notify._enqueue(v_id, v_r.id, 'email', v_provider, v_r.email, NULL,
-										priority, v_due, expires_at, v_enabled);
-				IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
-			END IF;
+			CONTINUE;
+		END IF;
+
+		-- sms, email, webhook: one destination each
+		v_kind := CASE v_channel WHEN 'sms' THEN 'twilio' WHEN 'email' THEN 'smtp' ELSE 'webhook' END;
+		v_dest := CASE v_channel
+					WHEN 'sms' THEN v_r.phone
+					WHEN 'email' THEN v_r.email
+					-- a recipient's own URL (attribute webhook_url), else the provider's endpoint ('')
+					ELSE CASE WHEN (v_r.attributes->>'webhook_url') ~ '^https?://'
+							  THEN v_r.attributes->>'webhook_url' ELSE '' END
+				  END;
+		IF v_dest IS NULL THEN
+			INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, priority, status,
+										   last_error, created_at)
+			VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, v_channel, priority, 'skipped',
+					CASE v_channel WHEN 'sms' THEN 'recipient has no phone number'
+								   ELSE 'recipient has no email address' END, now());
+		ELSIF NOT v_enabled THEN
+			INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, destination,
+										   priority, status, last_error, created_at)
+			VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, v_channel, v_dest, priority, 'suppressed',
+					'recipient opted out of ' || v_channel, now());
 		ELSE
-			v_provider := CASE WHEN v_enabled THEN notify._provider_for('webhook', NULL) END;
-			-- a recipient's own URL (attribute webhook_url), else the provider's endpoint ('')
-			PERFORM notify._enqueue(v_id, v_r.id, 'webhook', v_provider,
-									CASE WHEN (v_r.attributes->>'webhook_url') ~ '^https?://' THEN v_r.attributes->>'webhook_url' ELSE '' END,
-									NULL, priority, v_due, expires_at, v_enabled);
-			IF v_enabled THEN v_wake := v_wake || v_provider; END IF;
+			SELECT coalesce((SELECT p.name FROM notify.providers p WHERE p.name = v_kind),
+							(SELECT min(p.name) FROM notify.providers p
+							  WHERE p.kind = v_kind AND p.enabled HAVING count(*) = 1))
+			  INTO v_provider;
+			v_provider := coalesce(v_provider, notify._provider_for(v_kind, NULL));
+			INSERT INTO notify.outbox (notification_id, recipient_id, channel, provider, destination,
+									   priority, next_attempt_at, expires_at)
+			VALUES (v_id, v_r.id, v_channel, v_provider, v_dest, priority, v_due, expires_at);
+			v_wake := v_wake || v_provider;
 		END IF;
 	END LOOP;
 
@@ -842,41 +893,6 @@ BEGIN
 	END IF;
 	RETURN v_id;
 END;
-$$;
-
--- One destination: an outbox row, or a 'suppressed' history row when opted out.
-CREATE FUNCTION notify._enqueue(p_notification bigint, p_recipient bigint, p_channel text, p_provider text,
-								p_destination text, p_device bigint, p_priority int, p_due timestamptz,
-								p_expires timestamptz, p_enabled boolean)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	IF p_enabled THEN
-		INSERT INTO notify.outbox (notification_id, recipient_id, channel, provider, destination, device_id,
-								   priority, next_attempt_at, expires_at)
-		VALUES (p_notification, p_recipient, p_channel, p_provider, p_destination, p_device,
-				p_priority, p_due, p_expires);
-	ELSE
-		INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, provider, destination,
-									   device_id, priority, status, last_error, created_at)
-		VALUES (nextval(pg_get_serial_sequence('notify.outbox', 'id')), p_notification, p_recipient, p_channel,
-				NULL, p_destination, p_device, p_priority, 'suppressed',
-				'recipient opted out of ' || p_channel, now());
-	END IF;
-END;
-$$;
-
-CREATE FUNCTION notify._record_skip(p_notification bigint, p_recipient bigint, p_channel text,
-									p_priority int, p_reason text)
-RETURNS void
-LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $$
-	INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, priority, status, last_error, created_at)
-	VALUES (nextval(pg_get_serial_sequence('notify.outbox', 'id')), p_notification, p_recipient, p_channel,
-			p_priority, 'skipped', p_reason, now());
 $$;
 
 /* ------------------------------------------------------------------------
@@ -1046,7 +1062,6 @@ $$;
 CREATE FUNCTION notify._requeue(p_ids bigint[])
 RETURNS integer
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	v_count integer;
