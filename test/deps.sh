@@ -7,7 +7,7 @@ packages=(
 	build-essential pkg-config ca-certificates curl openssl
 	postgresql-15 postgresql-server-dev-15 postgresql-contrib
 	libcurl4-openssl-dev libnghttp2-dev libjansson-dev libssl-dev
-	libipc-run-perl nghttp2-client
+	libipc-run-perl nghttp2-client valgrind
 )
 
 missing=()

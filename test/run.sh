@@ -2,7 +2,7 @@
 # The test command (README): installs what is missing, builds notify with
 # warnings as errors, installs it, and runs every suite on throwaway
 # clusters: unit tests (C, under ASan/UBSan), pg_regress, isolation, and
-# the TAP tests with the provider simulators.  Fails on any failure.
+# the TAP tests with the provider simulators; valgrind over the providers.  Fails on any failure.
 #
 #   bash test/run.sh            everything
 #   T=delivery bash test/run.sh only TAP test test/t/delivery.pl (after the rest)
@@ -25,6 +25,9 @@ fi
 
 echo "== unit tests (plain C, ASan + UBSan)"
 make -s unit
+
+echo "== every provider against the simulators under valgrind"
+bash test/unit/valgrind.sh
 
 # PostgreSQL will not run as root: the server-side suites run as postgres in
 # a private copy of the tree.
