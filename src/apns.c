@@ -1083,10 +1083,16 @@ apns_needs_warmup(void *state)
 	return !st->warm || apns_token_due(st, time(NULL));
 }
 
+/* Keys a apns config may have, besides the common ones (provider.h). */
+static const char *const apns_config_keys[] = {
+	"team_id", "key_id", "key", "topic", "sandbox", "push_type", "token_refresh_s", NULL
+};
+
 const NotifyProviderOps notify_apns_ops = {
 	.kind = "apns",
 	.channel = "push",
 	.secret_keys = apns_secret_keys,
+	.config_keys = apns_config_keys,
 	.check_config = apns_check_config,
 	.payload_size = apns_payload_size,
 	.create = apns_create,

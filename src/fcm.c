@@ -1016,10 +1016,16 @@ fcm_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 	json_decref(answer);
 }
 
+/* Keys a fcm config may have, besides the common ones (provider.h). */
+static const char *const fcm_config_keys[] = {
+	"service_account", "project_id", "token_uri", NULL
+};
+
 const NotifyProviderOps notify_fcm_ops = {
 	.kind = "fcm",
 	.channel = "push",
 	.secret_keys = fcm_secret_keys,
+	.config_keys = fcm_config_keys,
 	.check_config = fcm_check_config,
 	.payload_size = fcm_payload_size,
 	.create = fcm_create,

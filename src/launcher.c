@@ -20,6 +20,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -28,6 +29,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/proc.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
@@ -86,6 +88,27 @@ notify_register_launchers(void)
 }
 
 /*
+ * Whether the extension is installed, keeping it installed until the end of
+ * the current transaction.  DROP EXTENSION holds an AccessExclusiveLock on
+ * the extension object until it commits: with AccessShareLock held, the
+ * extension's tables cannot vanish under the queries that follow.  Without
+ * it, a DROP that commits while a query waits for its table lock turns the
+ * query into an ERROR ("relation notify.providers does not exist"), which
+ * ends the launcher.
+ */
+static bool
+lock_extension(void)
+{
+	Oid			extoid = get_extension_oid("notify", true);
+
+	if (!OidIsValid(extoid))
+		return false;
+	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
+	/* a DROP may have committed while we waited for the lock */
+	return get_extension_oid("notify", true) == extoid;
+}
+
+/*
  * The enabled providers of this database, or NIL when the extension is not
  * installed here.  Runs in its own short transaction.
  */
@@ -99,7 +122,7 @@ enabled_providers(bool *installed)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "reading notify.providers");
 
-	*installed = OidIsValid(get_extension_oid("notify", true));
+	*installed = lock_extension();
 	if (*installed)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -151,6 +174,13 @@ release_orphans(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!lock_extension())
+	{
+		/* dropped since enabled_providers(): nothing to release */
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return;
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute("UPDATE notify.outbox SET status = 'queued', lease_until = NULL "

@@ -31,7 +31,20 @@
 
 static TimestampTz last_alert_check = 0;
 static TimestampTz last_purge = 0;
-static TimestampTz last_lag_alert = 0;
+
+/*
+ * When each provider's lag was last alerted: the alert repeats every
+ * LAG_ALERT_REPEAT_MS per provider, and one provider's alert must not
+ * silence another's.  Beyond LAG_TRACKED providers the oldest entry is
+ * reused (that provider may be alerted again sooner, never later).
+ */
+#define LAG_TRACKED			64
+typedef struct LagAlert
+{
+	char		provider[NOTIFY_NAME_LEN];
+	TimestampTz at;				/* 0: unused */
+} LagAlert;
+static LagAlert lag_alerts[LAG_TRACKED];
 
 static void
 begin(const char *activity)
@@ -136,6 +149,30 @@ raise_alert(const char *kind, const char *provider, const char *detail_json)
 		elog(ERROR, "could not send notify alert");
 }
 
+/* Whether a lag alert for this provider is due now; if so, remember it. */
+static bool
+lag_alert_due(const char *provider, TimestampTz now)
+{
+	int			slot = 0;
+
+	for (int i = 0; i < LAG_TRACKED; i++)
+	{
+		if (lag_alerts[i].at != 0 && strcmp(lag_alerts[i].provider, provider) == 0)
+		{
+			if (!TimestampDifferenceExceeds(lag_alerts[i].at, now, LAG_ALERT_REPEAT_MS))
+				return false;
+			lag_alerts[i].at = now;
+			return true;
+		}
+		/* an unused entry (at 0), else the one alerted longest ago */
+		if (lag_alerts[i].at < lag_alerts[slot].at)
+			slot = i;
+	}
+	strlcpy(lag_alerts[slot].provider, provider, NOTIFY_NAME_LEN);
+	lag_alerts[slot].at = now;
+	return true;
+}
+
 static void
 check_alerts(TimestampTz now)
 {
@@ -170,9 +207,7 @@ check_alerts(TimestampTz now)
 		}
 	}
 
-	if (notify_alert_lag_s > 0 &&
-		(last_lag_alert == 0 ||
-		 TimestampDifferenceExceeds(last_lag_alert, now, LAG_ALERT_REPEAT_MS)))
+	if (notify_alert_lag_s > 0)
 	{
 		args[0] = Int32GetDatum(notify_alert_lag_s);
 		types[0] = INT4OID;
@@ -192,12 +227,13 @@ check_alerts(TimestampTz now)
 			char	   *provider = SPI_getvalue(tt->vals[i], tt->tupdesc, 1);
 			char	   *seconds = SPI_getvalue(tt->vals[i], tt->tupdesc, 2);
 
+			if (!lag_alert_due(provider, now))
+				continue;
 			ereport(WARNING,
 					(errmsg("notify: provider \"%s\" is %s s behind", provider, seconds),
 					 errdetail("The oldest ready delivery has waited longer than notify.alert_lag."),
 					 errhint("Check notify.queue_stats and notify_workers(): a slow or failing provider, or too few workers.")));
 			raise_alert("lag", provider, psprintf("\"seconds\": %s", seconds));
-			last_lag_alert = now;
 		}
 	}
 
@@ -226,5 +262,5 @@ notify_maintenance_reset(void)
 {
 	last_alert_check = 0;
 	last_purge = 0;
-	last_lag_alert = 0;
+	memset(lag_alerts, 0, sizeof(lag_alerts));
 }

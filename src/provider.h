@@ -124,6 +124,14 @@ typedef struct NotifyProviderOps
 	const char *const *secret_keys;
 
 	/*
+	 * Top-level config keys this kind understands, besides the ones every
+	 * kind takes ("endpoint", "ca_file", "h2c", "rate_limit");
+	 * NULL-terminated.  Any other key is refused, so a misspelt setting is
+	 * an error instead of being silently ignored.
+	 */
+	const char *const *config_keys;
+
+	/*
 	 * Validate a configuration.  Returns NULL when it is usable, else a
 	 * malloc'd message saying what is wrong (no secret in it).  Must not
 	 * touch the network.

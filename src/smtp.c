@@ -811,10 +811,17 @@ smtp_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 	/* else: connection trouble, the engine's RETRY stands */
 }
 
+/* Keys a smtp config may have, besides the common ones (provider.h). */
+static const char *const smtp_config_keys[] = {
+	"tls", "username", "password", "from", "from_name", "reply_to",
+	"unsubscribe_url", "helo", NULL
+};
+
 const NotifyProviderOps notify_smtp_ops = {
 	.kind = "smtp",
 	.channel = "email",
 	.secret_keys = smtp_secret_keys,
+	.config_keys = smtp_config_keys,
 	.check_config = smtp_check_config,
 	.payload_size = NULL,
 	.create = smtp_create,

@@ -30,6 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 
 #undef json_object
@@ -72,15 +73,94 @@ jsonb_to_jansson(Jsonb *jb)
 	return result;
 }
 
+static const char *const common_config_keys[] = {
+	"endpoint", "ca_file", "h2c", "rate_limit", NULL
+};
+
+static bool
+key_in(const char *key, int len, const char *const *list)
+{
+	for (; list && *list; list++)
+		if ((int) strlen(*list) == len && strncmp(*list, key, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Refuse keys the kind does not know (a misspelt "sandbox" must not be
+ * silently ignored) and malformed common settings.
+ */
+static void
+check_common_keys(const char *kind, const NotifyProviderOps *ops, Jsonb *config)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			depth = 0;
+
+	if (!JB_ROOT_IS_OBJECT(config) || JB_ROOT_IS_SCALAR(config))
+		return;					/* the provider's own check says what is wrong */
+
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (tok == WJB_BEGIN_OBJECT || tok == WJB_BEGIN_ARRAY)
+			depth++;
+		else if (tok == WJB_END_OBJECT || tok == WJB_END_ARRAY)
+			depth--;
+		else if (tok == WJB_KEY && depth == 1)
+		{
+			const char *key = v.val.string.val;
+			int			len = v.val.string.len;
+			StringInfoData known;
+
+			if (key_in(key, len, common_config_keys) || key_in(key, len, ops->config_keys))
+				continue;
+
+			initStringInfo(&known);
+			for (const char *const *k = ops->config_keys; k && *k; k++)
+				appendStringInfo(&known, "%s, ", *k);
+			for (const char *const *k = common_config_keys; *k; k++)
+				appendStringInfo(&known, "%s%s", *k, k[1] ? ", " : "");
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown key \"%.*s\" in %s provider config", len, key, kind),
+					 errhint("A %s provider takes: %s.", kind, known.data)));
+		}
+	}
+
+	{
+		JsonbValue *rate = getKeyJsonValueFromContainer(&config->root, "rate_limit", 10, NULL);
+		JsonbValue *h2c = getKeyJsonValueFromContainer(&config->root, "h2c", 3, NULL);
+
+		if (rate != NULL &&
+			(rate->type != jbvNumeric ||
+			 DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(rate->val.numeric))) <= 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s provider \"rate_limit\" must be a positive number", kind),
+					 errhint("It is the most deliveries per second the provider gets, shared by its workers.")));
+		if (h2c != NULL && h2c->type != jbvBool)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s provider \"h2c\" must be true or false", kind),
+					 errhint("true speaks HTTP/2 with prior knowledge to a plain http:// endpoint.")));
+	}
+}
+
 Datum
 notify_check_provider_config(PG_FUNCTION_ARGS)
 {
 	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	Jsonb	   *config = PG_GETARG_JSONB_P(1);
 	const NotifyProviderOps *ops = lookup_kind(kind);
-	json_t	   *json = jsonb_to_jansson(config);
-	char	   *problem = ops->check_config(json);
+	json_t	   *json;
+	char	   *problem;
 	char	   *message = NULL;
+
+	check_common_keys(kind, ops, config);
+	json = jsonb_to_jansson(config);
+	problem = ops->check_config(json);
 
 	json_decref(json);
 	if (problem)

@@ -396,10 +396,17 @@ twilio_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 						 status, codestr, message);
 }
 
+/* Keys a twilio config may have, besides the common ones (provider.h). */
+static const char *const twilio_config_keys[] = {
+	"account_sid", "auth_token", "api_key_sid", "api_key_secret", "from",
+	"messaging_service_sid", "status_callback", NULL
+};
+
 const NotifyProviderOps notify_twilio_ops = {
 	.kind = "twilio",
 	.channel = "sms",
 	.secret_keys = twilio_secret_keys,
+	.config_keys = twilio_config_keys,
 	.check_config = twilio_check_config,
 	.payload_size = NULL,
 	.create = twilio_create,

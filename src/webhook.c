@@ -376,10 +376,16 @@ webhook_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 	}
 }
 
+/* Keys a webhook config may have, besides the common ones (provider.h). */
+static const char *const webhook_config_keys[] = {
+	"secret", "headers", NULL
+};
+
 const NotifyProviderOps notify_webhook_ops = {
 	.kind = "webhook",
 	.channel = "webhook",
 	.secret_keys = webhook_secret_keys,
+	.config_keys = webhook_config_keys,
 	.check_config = webhook_check_config,
 	.payload_size = NULL,
 	.create = webhook_create,

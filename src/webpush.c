@@ -1019,10 +1019,16 @@ webpush_release(void *state, NotifyDelivery *d)
 	d->provider_data = NULL;
 }
 
+/* Keys a webpush config may have, besides the common ones (provider.h). */
+static const char *const webpush_config_keys[] = {
+	"vapid_private_key", "subject", NULL
+};
+
 const NotifyProviderOps notify_webpush_ops = {
 	.kind = "webpush",
 	.channel = "push",
 	.secret_keys = webpush_secret_keys,
+	.config_keys = webpush_config_keys,
 	.check_config = webpush_check_config,
 	.payload_size = webpush_payload_size,
 	.create = webpush_create,

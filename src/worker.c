@@ -176,6 +176,17 @@ typedef struct Claimed
 static Claimed *batch = NULL;
 static int	batch_n = 0;
 
+/*
+ * The provider's "rate_limit" (deliveries per second, shared by its
+ * workers) as a token bucket holding at most one second's worth.
+ */
+static double rate_per_worker = 0;
+static double rate_tokens = 0;
+static TimestampTz rate_stamp = 0;
+
+/* When the bucket is empty: how long to wait for the next token. */
+static long rate_nap_ms = -1;
+
 static void
 release_batch_json(void)
 {
@@ -368,6 +379,11 @@ load_provider(void)
 		provider_state = state;
 		provider_config = config;
 		provider_broken = false;
+
+		rate_per_worker = json_number_value(json_object_get(config, "rate_limit")) /
+			Max(notify_workers_per_provider, 1);
+		rate_tokens = Max(rate_per_worker, 1.0);
+		rate_stamp = GetCurrentTimestamp();
 	}
 
 	if (provider_broken)
@@ -406,16 +422,41 @@ copy_text(HeapTuple tup, TupleDesc desc, int col)
 	return v ? v : pstrdup("");
 }
 
-/* Claim a batch; returns the number of rows claimed. */
+/*
+ * How many rows the rate limit lets this worker claim now (at most
+ * notify.batch_size); 0 sets rate_nap_ms to the wait for the next one.
+ */
 static int
-claim_batch(void)
+rate_allowance(void)
+{
+	TimestampTz now;
+	double		burst;
+
+	if (rate_per_worker <= 0)
+		return notify_batch_size;
+
+	now = GetCurrentTimestamp();
+	burst = Max(rate_per_worker, 1.0);
+	rate_tokens = Min(burst, rate_tokens + rate_per_worker * (double) (now - rate_stamp) / USECS_PER_SEC);
+	rate_stamp = now;
+	if (rate_tokens < 1.0)
+	{
+		rate_nap_ms = (long) ceil((1.0 - rate_tokens) * 1000.0 / rate_per_worker);
+		return 0;
+	}
+	return (int) Min((double) notify_batch_size, floor(rate_tokens));
+}
+
+/* Claim up to limit rows; returns the number of rows claimed. */
+static int
+claim_batch(int limit)
 {
 	Datum		args[3];
 	SPITupleTable *tt;
 	MemoryContext old;
 
 	args[0] = CStringGetTextDatum(my_provider);
-	args[1] = Int32GetDatum(notify_batch_size);
+	args[1] = Int32GetDatum(limit);
 	args[2] = Int32GetDatum(notify_lease_ms);
 
 	if (SPI_execute_plan(plans.claim, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
@@ -693,6 +734,7 @@ static int
 run_batch(void)
 {
 	ProviderCheck check;
+	int			allowance;
 	int			n;
 	int			nsend = 0;
 	NotifyDelivery *to_send;
@@ -727,8 +769,15 @@ run_batch(void)
 		notify_slot_set_state(my_slot, check == PROVIDER_PAUSED ? NOTIFY_WS_PAUSED : NOTIFY_WS_BACKOFF);
 		return -1;
 	}
-	n = claim_batch();
+	allowance = rate_allowance();
+	if (allowance == 0)
+	{
+		end_tx();
+		return -1;				/* rate limited: rate_nap_ms says how long */
+	}
+	n = claim_batch(allowance);
 	end_tx();
+	rate_tokens -= n;
 	if (n == 0)
 		return 0;
 
@@ -859,6 +908,11 @@ notify_worker_main(Datum arg)
 		PG_END_TRY();
 
 		nap = notify_poll_interval_ms;
+		if (rate_nap_ms >= 0)
+		{
+			nap = Min(nap, Max(rate_nap_ms, 1));
+			rate_nap_ms = -1;
+		}
 		if (handled >= notify_batch_size)
 			continue;			/* more is waiting: go on at once */
 		if (handled > 0)

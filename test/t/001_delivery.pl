@@ -175,6 +175,18 @@ ok(NotifyTest::drain($node), 'expired row finished');
 is(sql("SELECT status FROM notify_status($eid)"), 'expired', 'recorded as expired');
 is(scalar(grep { $_->{body} =~ /expired/ } $sim->log('webhook', $seq)), 0, 'and never sent');
 
+# --- a provider rate limit spreads deliveries out ---
+sql(qq{SELECT notify_set_provider('webhook', 'webhook', jsonb_build_object(
+		'endpoint', 'http://127.0.0.1:$h2c/hook', 'h2c', true, 'secret', 'hook-secret', 'rate_limit', 20))});
+sql(q{SELECT notify_send('r1', 'ping', jsonb_build_object('n', 'rated-' || i)) FROM generate_series(1, 60) i});
+ok(NotifyTest::drain($node), 'rate-limited backlog drained');
+# 20/s with a one-second burst: 60 deliveries cannot finish in under 2 s
+cmp_ok(sql(q{SELECT extract(epoch FROM max(d.sent_at) - min(d.sent_at)) FROM notify.deliveries d
+	JOIN notify.notifications n ON n.id = d.notification_id WHERE n.params->>'n' LIKE 'rated-%'}), '>=', 1.9,
+	'60 deliveries at rate_limit 20/s took at least 2 s');
+sql(qq{SELECT notify_set_provider('webhook', 'webhook', jsonb_build_object(
+		'endpoint', 'http://127.0.0.1:$h2c/hook', 'h2c', true, 'secret', 'hook-secret'))});
+
 # --- a worker survives a provider configuration it cannot use ---
 is(sql(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'notify worker'}), '1',
 	'still exactly one worker');
