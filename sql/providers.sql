@@ -46,4 +46,8 @@ SELECT notify_set_provider('x', 'twilio', '{"account_sid": "AC0123456789abcdef01
 SELECT notify_set_provider('x', 'smtp', '{"endpoint": "smtp://smtp.example.com:587", "tls": "none", "from": "a@example.com"}');
 SELECT notify_set_provider('x', 'smtp', '{"endpoint": "smtp://smtp.example.com:587"}');
 SELECT notify_set_provider('x', 'webpush', '{"subject": "mailto:a@example.com"}');
+-- a misspelt key is an error, not silently ignored; common settings are checked
+SELECT notify_set_provider('x', 'webhook', '{"endpoint": "https://h.example.com", "sekret": "s"}');
+SELECT notify_set_provider('x', 'webhook', '{"endpoint": "https://h.example.com", "rate_limit": 0}');
+SELECT notify_set_provider('x', 'webhook', '{"endpoint": "https://h.example.com", "h2c": "yes"}');
 SELECT count(*) AS providers_named_x FROM notify.providers WHERE name = 'x';
