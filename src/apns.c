@@ -923,8 +923,13 @@ apns_prepare(void *state, NotifyDelivery *d)
 		notify_add_header(&d->headers, "apns-topic: %s", m.topic[0] ? m.topic : st->topic) &&
 		notify_add_header(&d->headers, "apns-push-type: %s", push_type) &&
 		notify_add_header(&d->headers, "apns-priority: %s", priority) &&
+		/*
+		 * No expiry: no header, so APNS stores the push for an offline
+		 * device; apns-expiration 0 would mean "now or never".
+		 */
 		(m.expiration[0] ?
 		 notify_add_header(&d->headers, "apns-expiration: %s", m.expiration) :
+		 expiration == 0 ||
 		 notify_add_header(&d->headers, "apns-expiration: %lld", expiration)) &&
 		(m.collapse_id[0] == '\0' ||
 		 notify_add_header(&d->headers, "apns-collapse-id: %s", m.collapse_id)) &&
@@ -1015,6 +1020,19 @@ apns_finish(void *state, NotifyDelivery *d, CURLcode rc)
 			st->warm = true;
 		}
 		return;
+	}
+
+	/*
+	 * A connection opened for this request that did not answer 200 is not
+	 * warmed up: the next batch must again start with one stream.
+	 */
+	{
+		long		connects = 0;
+
+		if (d->easy != NULL &&
+			curl_easy_getinfo(d->easy, CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK &&
+			connects > 0)
+			st->warm = false;
 	}
 
 	apns_reason(d, reason, sizeof(reason));

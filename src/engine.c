@@ -54,6 +54,15 @@ struct NotifyEngine
 	int			npool;
 	int			poolcap;
 	bool		h2c_no_reuse;	/* libcurl < 8.0.0: see set_h2c() */
+
+	/*
+	 * Whether the provider answered over HTTP/2.  Until it has, only as many
+	 * transfers as there are connections are started: CURLOPT_TIMEOUT_MS
+	 * also counts the time a transfer waits for a free connection, so the
+	 * tail of a large batch queued behind HTTP/1.1 connections would time
+	 * out (and be sent twice) against a slow server.
+	 */
+	bool		multiplexing;
 };
 
 static size_t
@@ -396,6 +405,23 @@ abort_inflight(NotifyEngine *engine, const NotifyProviderOps *ops,
 }
 
 /*
+ * Transfers to keep in flight: what the connections can carry at once
+ * (one request each over HTTP/1.1 and SMTP, MAX_STREAMS over HTTP/2),
+ * never more than opts.max_concurrent.
+ */
+static long
+in_flight_limit(NotifyEngine *engine, long maxc)
+{
+	long		conns = engine->opts.max_host_connections;
+	long		carry;
+
+	if (conns <= 0)
+		return maxc;			/* no connection limit: nothing queues */
+	carry = engine->multiplexing ? conns * MAX_STREAMS : conns;
+	return carry < maxc ? carry : maxc;
+}
+
+/*
  * Deliver n deliveries through one provider.  At most opts.max_concurrent
  * transfers are in flight; more are added as others finish.
  *
@@ -427,11 +453,16 @@ notify_engine_run(NotifyEngine *engine, const NotifyProviderOps *ops,
 		deliveries[next].easy = NULL;
 	next = 0;
 
-	warming = ops->needs_warmup != NULL && ops->needs_warmup(state);
+	/*
+	 * A provider with a warm-up rule always starts a batch with one request
+	 * alone: the connection may have been replaced since the last batch
+	 * (GOAWAY), and only an answer tells whether the new one is warm.
+	 */
+	warming = ops->needs_warmup != NULL;
 
 	for (;;)
 	{
-		long		limit = warming ? 1 : maxc;
+		long		limit = warming ? 1 : in_flight_limit(engine, maxc);
 		int			running = 0;
 		int			completed = 0;
 		CURLMcode	mc;
@@ -468,6 +499,13 @@ notify_engine_run(NotifyEngine *engine, const NotifyProviderOps *ops,
 				/* not ours: cannot happen, but do not spin on it */
 				curl_multi_remove_handle(engine->multi, msg->easy_handle);
 				continue;
+			}
+			if (!engine->multiplexing)
+			{
+				long		version = 0;
+
+				curl_easy_getinfo(msg->easy_handle, CURLINFO_HTTP_VERSION, &version);
+				engine->multiplexing = version >= CURL_HTTP_VERSION_2_0 && !engine->h2c_no_reuse;
 			}
 			complete_delivery(engine, ops, state, d, msg->data.result);
 			inflight--;

@@ -96,8 +96,8 @@ notify_register_launchers(void)
  * query into an ERROR ("relation notify.providers does not exist"), which
  * ends the launcher.
  */
-static bool
-lock_extension(void)
+bool
+notify_lock_extension(void)
 {
 	Oid			extoid = get_extension_oid("notify", true);
 
@@ -122,7 +122,7 @@ enabled_providers(bool *installed)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "reading notify.providers");
 
-	*installed = lock_extension();
+	*installed = notify_lock_extension();
 	if (*installed)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
@@ -174,7 +174,7 @@ release_orphans(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!lock_extension())
+	if (!notify_lock_extension())
 	{
 		/* dropped since enabled_providers(): nothing to release */
 		PopActiveSnapshot();

@@ -94,6 +94,7 @@ extern const char *notify_state_name(NotifyWorkerState state);
 
 /* launcher.c */
 extern void notify_register_launchers(void);
+extern bool notify_lock_extension(void);
 PGDLLEXPORT void notify_launcher_main(Datum arg);
 
 /* maintenance.c */

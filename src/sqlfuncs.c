@@ -298,6 +298,7 @@ notify_check_payload(PG_FUNCTION_ARGS)
 static char *wake_names[WAKE_MAX];
 static int	wake_count = 0;
 static bool wake_all = false;
+static bool wake_launcher = false;
 static bool callback_registered = false;
 
 static void
@@ -307,12 +308,15 @@ wake_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_launcher)
+				notify_wake_launcher(MyDatabaseId);
 			if (wake_all)
 				notify_wake_providers(MyDatabaseId, NULL, -1);
 			else if (wake_count > 0)
 				notify_wake_providers(MyDatabaseId, (const char *const *) wake_names, wake_count);
 			wake_count = 0;
 			wake_all = false;
+			wake_launcher = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -320,6 +324,7 @@ wake_xact_callback(XactEvent event, void *arg)
 			/* prepared transactions are picked up by polling */
 			wake_count = 0;
 			wake_all = false;
+			wake_launcher = false;
 			break;
 		default:
 			break;
@@ -370,7 +375,15 @@ notify_wake_on_commit(PG_FUNCTION_ARGS)
 Datum
 notify_providers_changed(PG_FUNCTION_ARGS)
 {
-	notify_wake_launcher(MyDatabaseId);
+	/* at commit: woken now, the launcher would not see the change yet */
+	if (!notify_shmem_ready())
+		PG_RETURN_VOID();
+	if (!callback_registered)
+	{
+		RegisterXactCallback(wake_xact_callback, NULL);
+		callback_registered = true;
+	}
+	wake_launcher = true;
 	PG_RETURN_VOID();
 }
 

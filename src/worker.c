@@ -76,6 +76,8 @@ static const char *const claim_sql =
 "WITH c AS ("
 "  SELECT o.id FROM notify.outbox o"
 "   WHERE o.provider = $1 AND o.next_attempt_at <= now()"
+"     AND NOT EXISTS (SELECT 1 FROM notify.providers p"
+"                      WHERE p.name = $1 AND (p.paused OR NOT p.enabled))"
 "     AND (o.lease_until IS NULL OR o.lease_until < now())"
 "   ORDER BY o.priority DESC, o.next_attempt_at, o.id"
 "   LIMIT $2"
@@ -86,7 +88,7 @@ static const char *const claim_sql =
 "   FROM c, notify.notifications n"
 "  WHERE o.id = c.id AND n.id = o.notification_id"
 " RETURNING o.id, o.channel, o.destination, o.attempts - o.attempt_base, o.priority,"
-"           coalesce(extract(epoch FROM o.expires_at)::int8, 0),"
+"           coalesce(floor(extract(epoch FROM o.expires_at))::int8, 0),"
 "           coalesce(o.expires_at <= clock_timestamp(), false),"
 "           n.recipient, (n.rendered -> o.channel)::text";
 
@@ -745,7 +747,7 @@ run_batch(void)
 	/* 1. claim */
 	notify_slot_set_state(my_slot, NOTIFY_WS_CLAIMING);
 	begin_tx("claiming");
-	if (!OidIsValid(get_extension_oid("notify", true)))
+	if (!notify_lock_extension())
 	{
 		end_tx();
 		ereport(LOG,

@@ -40,51 +40,65 @@ req() {
   return 0
 }
 # One long-lived node process answers JSON look-ups and runs client.js
-# commands (a node start per look-up would cost ~0.1 s each).  Requests are
-# one line: "j <b64 expr> <b64 json>" or "c <b64 arg>,<b64 arg>,...";
-# answers are one base64 line.
+# commands (a node start per look-up would cost ~0.1 s each).  Protocol, raw
+# bytes both ways: request "KIND LEN1 LEN2 ...\n" then the fields; answer
+# "LEN\n" then LEN bytes.  KIND j: fields expr, json; KIND c: client argv.
+# LC_ALL=C makes bash count and read bytes.
+export LC_ALL=C
 EVAL_JS='
 const C = require(process.argv[1]);
-const un = (s) => Buffer.from(s || "", "base64").toString("utf8");
-require("readline").createInterface({ input: process.stdin }).on("line", async (line) => {
-  const [kind, a, d] = line.split(" ");
-  let out;
-  try {
-    if (kind === "j") {
-      const text = un(d);
-      let j;
-      try { j = JSON.parse(text); } catch (e) { j = text; }
-      const r = new Function("j", "return (" + un(a) + ");")(j);
-      out = typeof r === "string" ? r : JSON.stringify(r);
-    } else {
-      out = await C.run(a.split(",").map(un));
-    }
-  } catch (e) {
-    out = "ERROR: " + e.message;
+let buf = Buffer.alloc(0);
+async function serve(kind, fields) {
+  if (kind === "c") return C.run(fields);
+  let j;
+  try { j = JSON.parse(fields[1]); } catch (e) { j = fields[1]; }
+  const r = new Function("j", "return (" + fields[0] + ");")(j);
+  return typeof r === "string" ? r : JSON.stringify(r);
+}
+let busy = false;
+async function pump() {
+  while (!busy) {
+    const nl = buf.indexOf(10);
+    if (nl < 0) return;
+    const [kind, ...lens] = buf.subarray(0, nl).toString().split(" ");
+    const sizes = lens.map(Number);
+    if (buf.length < nl + 1 + sizes.reduce((a, b) => a + b, 0)) return;
+    let off = nl + 1;
+    const fields = sizes.map((n) => buf.subarray(off, (off += n)).toString("utf8"));
+    buf = buf.subarray(off);
+    busy = true;
+    let out;
+    try { out = await serve(kind, fields); } catch (e) { out = "ERROR: " + e.message; }
+    const b = Buffer.from(String(out ?? ""));
+    process.stdout.write(b.length + "\n");
+    process.stdout.write(b);
+    busy = false;
   }
-  process.stdout.write(Buffer.from(String(out ?? "")).toString("base64") + "\n");
-});'
+}
+process.stdin.on("data", (c) => { buf = Buffer.concat([buf, c]); pump(); });'
 coproc EV { exec node -e "$EVAL_JS" "$here/client.js"; }
 evpid=$EV_PID
 exec {ev_in}>&"${EV[1]}" {ev_out}<&"${EV[0]}"    # plain fds: visible in pipelines too
 ev() {
-  printf '%s\n' "$*" >&"$ev_in"
-  local line
-  IFS= read -r line <&"$ev_out"
-  printf '%s' "$line" | base64 -d
+  local head=$1 f len= ans=
+  shift
+  for f in "$@"; do head+=" ${#f}"; done
+  printf '%s\n' "$head" >&"$ev_in"
+  for f in "$@"; do printf '%s' "$f" >&"$ev_in"; done
+  IFS= read -r len <&"$ev_out"
+  ((len > 0)) && IFS= read -r -N "$len" ans <&"$ev_out"
+  printf '%s' "$ans"
 }
-b64() { printf '%s' "$1" | base64 -w0; }
 # j EXPR: evaluate a JS expression on the JSON in stdin (bound to j)
-j() { ev j "$(b64 "$1")" "$(base64 -w0)"; }
-# client ARGS...: what "node client.js ARGS..." would print
-client() {
-  local a out=
-  for a in "$@"; do out+=${out:+,}$(b64 "$a"); done
-  ev c "$out"
+j() {
+  local data=
+  IFS= read -r -d '' data
+  ev j "$1" "$data"
 }
+# client ARGS...: what "node client.js ARGS..." would print
+client() { ev c "$@"; }
 ctl() { curl -s -X "$1" "http://127.0.0.1:$P_control$2" ${3:+-H 'content-type: application/json' -d "$3"}; }
 lastlog() { ctl GET "/log?sim=$1&tail=1${2:+&event=$2}" | j 'j.entries[0]'; }
-client() { node "$here/client.js" "$@"; }
 
 "$here/keys.sh" "$keys" || { echo "FAIL keys.sh"; exit 1; }
 for f in ca.pem server.pem apns.p8 fcm-sa.json vapid.pem vapid.pub.b64url; do
@@ -148,7 +162,12 @@ like "fault drop (h2: stream reset)" '^(16|92|56)$' "$RC"
 ctl POST /faults '{"sim":"webhook","match":"/slow","delay_ms":300,"count":1}' >/dev/null
 took=$(curl -s -o /dev/null -w '%{time_total}' -d '{}' "http://127.0.0.1:$P_webhook_http/slow")
 like "fault delay_ms" '^0\.[3-9]|^[1-9]' "$took"
-check "faults listed" 4 "$(ctl GET /faults | j 'j.faults.length')"
+ctl POST /faults '{"sim":"webhook","match":"/held","delay_ms":60000}' >/dev/null
+curl -s -o /dev/null --max-time 0.3 -d '{}' "http://127.0.0.1:$P_webhook_http/held"
+curl -s -o /dev/null --max-time 0.3 --http2-prior-knowledge -d '{}' "http://127.0.0.1:$P_webhook_h2c/held"
+sleep 0.1
+check "held request whose client left -> 499" "2 true" "$(ctl GET /stats | j 'j.sims.webhook.status["499"]+" "+(Object.values(j.sims.webhook.status).reduce((a,b)=>a+b)===j.sims.webhook.requests)')"
+check "faults listed" 5 "$(ctl GET /faults | j 'j.faults.length')"
 ctl DELETE /faults >/dev/null
 check "faults cleared" 0 "$(ctl GET /faults | j 'j.faults.length')"
 
@@ -194,6 +213,8 @@ apns "${AUTH[@]}" -H "apns-collapse-id: $(printf 'x%.0s' {1..65})" -d "$PAY" "$A
 check "apns collapse id > 64 bytes" "400 BadCollapseId" "$STATUS $(j 'j.reason' <<<"$BODY")"
 apns "${AUTH[@]}" -H 'apns-expiration: soon' -d "$PAY" "$A/$TOK"
 check "apns bad expiration" "400 BadExpirationDate" "$STATUS $(j 'j.reason' <<<"$BODY")"
+apns "${AUTH[@]}" -H 'apns-topic: com.example.app' -d "$PAY" "$A/$TOK"
+check "apns duplicate header" "400 DuplicateHeaders" "$STATUS $(j 'j.reason' <<<"$BODY")"
 apns "${AUTH[@]}" -X POST "$A/$TOK"
 check "apns empty payload" "400 PayloadEmpty" "$STATUS $(j 'j.reason' <<<"$BODY")"
 big=$(j 'JSON.stringify({aps:{alert:"x".repeat(4100)}})' <<<'{}')

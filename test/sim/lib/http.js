@@ -22,6 +22,7 @@ const { newStats, applyConfig } = require('./core');
 const CONN = Symbol('conn');
 const MAX_BODY = 1 << 20;            /* bodies above this are cut (and flagged) */
 const LOG_BODY_MAX = 64 * 1024;
+const CLIENT_CLOSED = 499;           /* status recorded when the client left before the answer */
 let connSeq = 0;
 
 const H2_OPTIONS = {
@@ -48,6 +49,11 @@ class Exchange {
     this.answered = false;
   }
 
+  /* Call fn once when the client side goes away (or the exchange ends). */
+  onClose(fn) {
+    (this.stream || this.res).once('close', fn);
+  }
+
   /* Times a header name (lower case) occurs in the request. */
   headerCount(name) {
     let n = 0;
@@ -64,6 +70,11 @@ class H2Exchange extends Exchange {
   constructor(stream, headers, rawHeaders) {
     super('h2', stream.session?.[CONN], headers[':method'], headers[':path'], headers, rawHeaders);
     this.stream = stream;
+  }
+
+  isOpen() {
+    const s = this.stream;
+    return !s.destroyed && !s.closed && !!s.session && !s.session.destroyed;
   }
 
   respond(status, headers, body) {
@@ -87,19 +98,27 @@ class H2Exchange extends Exchange {
 
   drop(wholeConnection) {
     this.answered = true;
+    const s = this.stream;
     if (wholeConnection) {
-      this.stream.session?.destroy();
-    } else if (!this.stream.destroyed) {
-      this.stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      if (s.session && !s.session.destroyed) s.session.destroy();
+    } else if (!s.destroyed && !s.closed && s.session && !s.session.destroyed) {
+      s.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
     }
   }
 
+  /*
+   * Graceful GOAWAY: the last-stream-id asked for is the largest possible,
+   * which nghttp2 caps to the last stream received, so every stream already
+   * in flight is still answered (as a real server shutting down does), and
+   * no stream is closed underneath node (a GOAWAY naming this stream while
+   * later ones were being reset crashed node 20 natively).
+   */
   goaway(reason) {
     const session = this.stream.session;
     if (!session || session.destroyed || session.closed) return;
     const data = typeof reason === 'string' ? Buffer.from(JSON.stringify({ reason })) : undefined;
-    session.goaway(http2.constants.NGHTTP2_NO_ERROR, this.stream.id, data);
-    setTimeout(() => session.close(), 100).unref();
+    session.goaway(http2.constants.NGHTTP2_NO_ERROR, 2 ** 31 - 1, data);
+    session.close();
   }
 }
 
@@ -108,6 +127,10 @@ class H1Exchange extends Exchange {
     super('h1', req.socket[CONN], req.method, req.url, req.headers, req.rawHeaders);
     this.res = res;
     this.req = req;
+  }
+
+  isOpen() {
+    return !this.res.destroyed && !this.req.socket.destroyed;
   }
 
   respond(status, headers, body) {
@@ -264,12 +287,23 @@ class HttpSim {
   }
 
   handle(ex) {
+    ex.stats = this.stats;       /* a request held across /reset counts where it started */
     this.stats.requests++;
     try {
       const rule = this.core.faults.live ? this.core.faults.take(this.name, this.faultKeys(ex)) : null;
       if (rule) {
-        if (rule.delay_ms) setTimeout(() => this.applyFault(ex, rule), rule.delay_ms);
-        else this.applyFault(ex, rule);
+        if (!rule.delay_ms) {
+          this.applyFault(ex, rule);
+          return;
+        }
+        /* Hold the request; if its client goes away meanwhile, stop holding it. */
+        const timer = setTimeout(() => this.applyFault(ex, rule), rule.delay_ms);
+        ex.onClose(() => {
+          if (ex.answered) return;
+          clearTimeout(timer);
+          ex.answered = true;
+          this.record(ex, CLIENT_CLOSED, { fault: rule.id, client_closed: true });
+        });
         return;
       }
       this.process(ex);
@@ -279,6 +313,7 @@ class HttpSim {
   }
 
   applyFault(ex, rule) {
+    if (ex.answered) return;
     try {
       if (rule.drop) {
         this.record(ex, 0, { fault: rule.id, dropped: rule.drop === 'connection' ? 'connection' : 'stream' });
@@ -316,7 +351,7 @@ class HttpSim {
 
   /* Count and log one answered request. */
   record(ex, status, info) {
-    const st = this.stats.status;
+    const st = (ex.stats || this.stats).status;
     st[status] = (st[status] || 0) + 1;
     if (this.cfg.log_requests === false) return;
     const entry = {
@@ -328,7 +363,14 @@ class HttpSim {
     this.core.log.add(entry);
   }
 
+  /* Answer; an exchange whose client is gone is counted as 499, not as answered. */
   reply(ex, status, headers, body, info) {
+    if (ex.answered) return;
+    if (!ex.isOpen()) {
+      ex.answered = true;
+      this.record(ex, CLIENT_CLOSED, { ...info, client_closed: true, would_answer: status });
+      return;
+    }
     this.record(ex, status, info);
     ex.respond(status, headers, body);
   }

@@ -200,7 +200,6 @@ class SmtpSession {
       const code = rule.code ?? rule.status;
       if (code === undefined || code < 400) return proceed();
       this.reply(code, rule.message || DEFAULT_TEXT[code] || `${code >= 500 ? 5 : 4}.0.0 Simulated failure`);
-      if (name === 'data') this.resetTransaction();
       if (code === 421 || name === 'connect') this.close();
     };
     if (rule.delay_ms) {
@@ -239,25 +238,34 @@ class SmtpSession {
     }
   }
 
-  /* Collect DATA up to CRLF.CRLF; true when the message ended (and was handled). */
+  /*
+   * Collect DATA up to CRLF.CRLF; true when the message ended (and was
+   * handled).  Chunks are kept in a list and only the new chunk (plus the
+   * last 4 characters before it) is searched, so a big message costs O(n).
+   * dataTail starts as the CRLF that precedes a "." on the very first line.
+   */
   pumpData() {
-    this.data += this.buf;
+    const chunk = this.buf;
     this.buf = '';
-    const end = this.data.indexOf('\r\n.\r\n', this.dataScan);
+    const tail = this.dataTail;
+    const probe = tail + chunk;
+    const end = probe.indexOf('\r\n.\r\n');
     if (end < 0) {
-      this.dataScan = Math.max(0, this.data.length - 4);
-      if (this.data.length > this.sim.cfg.max_size + 4096) {        /* keep only the tail */
-        this.dataDropped += this.data.length - 8;
-        this.data = this.data.slice(-8);
-        this.dataScan = 0;
-      }
+      if (this.dataSize <= this.sim.cfg.max_size) this.dataParts.push(chunk);
+      this.dataSize += chunk.length;
+      this.dataTail = probe.slice(-4);
       return false;
     }
-    const raw = this.data.slice(2, end + 2).replace(/\r\n\./g, '\r\n');
-    this.buf = this.data.slice(end + 5);
-    this.data = '';
+    /* Content ends after the CRLF before ".": at end + 2 in probe, i.e. cut in chunk. */
+    const cut = end + 2 - tail.length;
+    let body = this.dataParts.join('');
+    if (cut >= 0) body += chunk.slice(0, cut); else body = body.slice(0, body.length + cut);
+    const size = this.dataSize + cut;
+    this.buf = probe.slice(end + 5);
+    this.dataParts = [];
     this.mode = 'cmd';
-    this.endOfData(raw, this.dataDropped);
+    const raw = ('\r\n' + body).replace(/\r\n\./g, '\r\n').slice(2);    /* dot-unstuffing */
+    this.endOfData(raw, size);
     return true;
   }
 
@@ -449,18 +457,17 @@ class SmtpSession {
     if (!this.mail) return this.reply(503, '5.5.1 Need MAIL command');
     if (this.rcpts.length === 0) return this.reply(554, '5.5.1 No valid recipients');
     this.mode = 'data';
-    this.data = '\r\n';             /* the CRLF before a leading "." line */
-    this.dataScan = 0;
-    this.dataDropped = 0;
+    this.dataParts = [];
+    this.dataTail = '\r\n';         /* the CRLF before a leading "." line */
+    this.dataSize = 0;
     this.reply(354, 'End data with <CR><LF>.<CR><LF>');
   }
 
-  endOfData(raw, dropped) {
-    const size = raw.length + dropped;
+  endOfData(raw, size) {
     const mail = this.mail;
     const rcpts = this.rcpts;
+    this.resetTransaction();            /* whatever the answer, this transaction is over */
     if (size > this.sim.cfg.max_size) {
-      this.resetTransaction();
       return this.reply(552, '5.3.4 Message size exceeds fixed maximum message size', 'DATA');
     }
     const parsed = analyzeMessage(raw, mail.params);
@@ -477,10 +484,8 @@ class SmtpSession {
       if (this.sim.cfg.log_raw) entry.raw = raw.length > LOG_RAW_MAX ? raw.slice(0, LOG_RAW_MAX) : raw;
       if (entry.raw !== undefined) entry.raw = Buffer.from(entry.raw, 'latin1').toString('utf8');
       this.sim.log(entry);
-      this.resetTransaction();
       this.reply(250, `2.0.0 OK: queued as ${queueId}`);
     });
-    if (this.mail) this.resetTransaction();
   }
 }
 

@@ -198,8 +198,7 @@ class WebpushSim extends HttpSim {
     const msgId = crypto.randomBytes(12).toString('base64url');
     const location = `${sub.origin}/m/${msgId}`;
     info.message_id = msgId;
-    this.record(ex, 201, info);
-    ex.respond(201, { location, ttl: String(info.ttl) }, null);
+    this.reply(ex, 201, { location, ttl: String(info.ttl) }, null, info);
   }
 
   /* { claims } when the VAPID authorization is good; { status, error } otherwise. */
