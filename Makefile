@@ -31,7 +31,7 @@ OBJS = \
 	src/smtp.o \
 	src/webhook.o
 
-REGRESS = setup contacts templates send providers render ops
+REGRESS = setup contacts templates send providers render ops features
 REGRESS_OPTS = --outputdir=test/regress-out
 ISOLATION = idempotency_race
 ISOLATION_OPTS = --outputdir=test/isolation-out

@@ -74,6 +74,46 @@ CREATE TABLE notify.preferences (
 );
 COMMENT ON TABLE notify.preferences IS 'opt-ins and opt-outs; no row means enabled, a category row beats the channel row';
 
+CREATE TABLE notify.frequency_caps (
+	channel		text NOT NULL CHECK (channel IN ('push', 'sms', 'email', 'webhook')),
+	category	text,			-- NULL: every category
+	max_count	integer NOT NULL CHECK (max_count > 0),
+	per			interval NOT NULL CHECK (per > interval '0'),
+	CONSTRAINT frequency_caps_key UNIQUE NULLS NOT DISTINCT (channel, category)
+);
+COMMENT ON TABLE notify.frequency_caps IS 'at most max_count notifications per recipient on a channel (and category) within per; more are suppressed';
+
+CREATE TABLE notify.groups (
+	name		text PRIMARY KEY CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
+	created_at	timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE notify.group_members (
+	group_name	text NOT NULL REFERENCES notify.groups (name) ON DELETE CASCADE,
+	recipient_id bigint NOT NULL REFERENCES notify.recipients (id) ON DELETE CASCADE,
+	PRIMARY KEY (group_name, recipient_id)
+);
+CREATE INDEX group_members_recipient ON notify.group_members (recipient_id);
+COMMENT ON TABLE notify.groups IS 'named recipient groups for notify_send_group()';
+
+CREATE TABLE notify.bulk_sends (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	group_name	text NOT NULL,
+	template	text NOT NULL,
+	params		jsonb NOT NULL,
+	channels	text[],
+	category	text,
+	priority	smallint NOT NULL,
+	send_at		timestamptz,
+	expires_at	timestamptz,
+	recipients	integer NOT NULL,
+	status		text NOT NULL CHECK (status IN ('pending_approval', 'sent', 'rejected')),
+	requested_by name NOT NULL DEFAULT session_user,
+	decided_by	name,
+	created_at	timestamptz NOT NULL DEFAULT now(),
+	decided_at	timestamptz
+);
+COMMENT ON TABLE notify.bulk_sends IS 'group sends; above notify.approval_threshold recipients they wait for notify_approve()';
+
 /* ------------------------------------------------------------------------
  * Templates and providers
  * ------------------------------------------------------------------------ */
@@ -388,6 +428,12 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Pass something like ''{"first_name": "Ada"}''::jsonb.';
 	END IF;
+	IF attributes ? 'quiet_hours' AND coalesce(attributes->>'quiet_hours', '')
+		!~ '^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$' THEN
+		RAISE EXCEPTION 'quiet_hours must look like "22:00-07:00"'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Local start and end times, 24-hour clock, in the recipient''s time zone; push and SMS wait until the end.';
+	END IF;
 
 	INSERT INTO notify.recipients AS r (external_id, email, phone, locale, timezone, attributes)
 	VALUES (recipient, email, phone, locale, timezone, coalesce(attributes, '{}'))
@@ -698,6 +744,10 @@ DECLARE
 	v_wake text[] := '{}';
 	v_checked text[] := '{}';
 	v_devices int;
+	v_held jsonb := '{}';			-- channel -> why it is not delivered
+	v_reason text;
+	v_quiet timestamptz;			-- end of the recipient's quiet hours, if now in them
+	v_channel_due timestamptz;
 BEGIN
 	/* --- validate everything before writing anything --- */
 	IF idempotency_key IS NOT NULL THEN
@@ -743,7 +793,7 @@ BEGIN
 		END LOOP;
 	END IF;
 
-	SELECT r.id, r.email, r.phone, r.locale, r.attributes INTO v_r
+	SELECT r.id, r.email, r.phone, r.locale, r.timezone, r.attributes INTO v_r
 	  FROM notify.recipients r WHERE r.external_id = recipient;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'unknown recipient "%"', recipient
@@ -795,8 +845,30 @@ BEGIN
 			 WHERE p.recipient_id = v_r.id
 			   AND (p.category IS NULL OR p.category = notify_send.category)
 			 ORDER BY p.channel, p.category NULLS LAST) x;
+	SELECT coalesce(jsonb_object_agg(x.channel, 'recipient opted out of ' || x.channel), '{}') INTO v_held
+	  FROM jsonb_each_text(coalesce(v_prefs, '{}')) AS x(channel, enabled)
+	 WHERE NOT x.enabled::boolean;
+
+	-- frequency caps: a channel the recipient already got max_count of within the window
+	SELECT v_held || coalesce(jsonb_object_agg(c.channel,
+				format('frequency cap reached: %s per %s', c.max_count, c.per)), '{}') INTO v_held
+	  FROM notify.frequency_caps c
+	 WHERE c.channel = ANY (v_found) AND NOT v_held ? c.channel
+	   AND (c.category IS NULL OR c.category = notify_send.category)
+	   AND (SELECT count(*) FROM notify.notifications n
+			 WHERE n.recipient_id = v_r.id AND n.created_at > now() - c.per
+			   AND n.rendered ? c.channel
+			   AND (c.category IS NULL OR n.category = c.category)) >= c.max_count;
+
+	-- quiet hours (attribute quiet_hours "22:00-07:00", in the recipient's time zone)
+	-- hold push and sms that are not urgent until they end
+	IF priority < 5 AND send_at IS NULL AND v_r.attributes ? 'quiet_hours' THEN
+		v_quiet := notify._quiet_until(v_r.attributes->>'quiet_hours', coalesce(v_r.timezone, 'UTC'), now());
+	END IF;
 
 	/* --- write: the request, then one outbox row per destination --- */
+	-- only what is delivered keeps its content (frequency caps count it)
+	v_rendered := v_rendered - ARRAY(SELECT jsonb_object_keys(v_held));
 	INSERT INTO notify.notifications AS n (recipient_id, recipient, template, params, rendered, versions,
 										   category, priority, send_at, expires_at, idempotency_key)
 	VALUES (v_r.id, recipient, template, v_params, v_rendered, v_versions,
@@ -810,7 +882,9 @@ BEGIN
 	END IF;
 
 	FOREACH v_channel IN ARRAY v_found LOOP
-		v_enabled := coalesce((v_prefs ->> v_channel)::boolean, true);
+		v_reason := v_held ->> v_channel;
+		v_enabled := v_reason IS NULL;
+		v_channel_due := CASE WHEN v_channel IN ('push', 'sms') AND v_quiet > v_due THEN v_quiet ELSE v_due END;
 
 		IF v_channel = 'push' THEN
 			v_devices := 0;
@@ -832,7 +906,7 @@ BEGIN
 					INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, destination, device_id,
 												   priority, status, last_error, created_at)
 					VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, 'push', v_d.dest, v_d.id,
-							priority, 'suppressed', 'recipient opted out of push', now());
+							priority, 'suppressed', v_reason, now());
 					CONTINUE;
 				END IF;
 				-- no usable instance: this raises the error that says why
@@ -843,7 +917,7 @@ BEGIN
 				END IF;
 				INSERT INTO notify.outbox (notification_id, recipient_id, channel, provider, destination, device_id,
 										   priority, next_attempt_at, expires_at)
-				VALUES (v_id, v_r.id, 'push', v_provider, v_d.dest, v_d.id, priority, v_due, expires_at);
+				VALUES (v_id, v_r.id, 'push', v_provider, v_d.dest, v_d.id, priority, v_channel_due, expires_at);
 				v_wake := v_wake || v_provider;
 			END LOOP;
 			IF v_devices = 0 THEN
@@ -874,7 +948,7 @@ BEGIN
 			INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, destination,
 										   priority, status, last_error, created_at)
 			VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, v_channel, v_dest, priority, 'suppressed',
-					'recipient opted out of ' || v_channel, now());
+					v_reason, now());
 		ELSE
 			SELECT coalesce((SELECT p.name FROM notify.providers p WHERE p.name = v_kind),
 							(SELECT min(p.name) FROM notify.providers p
@@ -883,7 +957,7 @@ BEGIN
 			v_provider := coalesce(v_provider, notify._provider_for(v_kind, NULL));
 			INSERT INTO notify.outbox (notification_id, recipient_id, channel, provider, destination,
 									   priority, next_attempt_at, expires_at)
-			VALUES (v_id, v_r.id, v_channel, v_provider, v_dest, priority, v_due, expires_at);
+			VALUES (v_id, v_r.id, v_channel, v_provider, v_dest, priority, v_channel_due, expires_at);
 			v_wake := v_wake || v_provider;
 		END IF;
 	END LOOP;
@@ -892,6 +966,239 @@ BEGIN
 		PERFORM notify._wake_on_commit(v_wake);
 	END IF;
 	RETURN v_id;
+END;
+$$;
+
+/* ------------------------------------------------------------------------
+ * Pacing and audiences: quiet hours, frequency caps, groups, approval,
+ * engagement tracking
+ * ------------------------------------------------------------------------ */
+
+/*
+ * When "at" falls in the quiet hours spec ('22:00-07:00', local to tz),
+ * the moment they end; else NULL.
+ */
+CREATE FUNCTION notify._quiet_until(p_spec text, p_tz text, p_at timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+	v_local timestamp := p_at AT TIME ZONE p_tz;
+	v_start time := split_part(p_spec, '-', 1)::time;
+	v_end time := split_part(p_spec, '-', 2)::time;
+	v_t time := v_local::time;
+BEGIN
+	IF v_start < v_end THEN
+		IF v_t >= v_start AND v_t < v_end THEN
+			RETURN (v_local::date + v_end) AT TIME ZONE p_tz;
+		END IF;
+	ELSIF v_t >= v_start THEN
+		RETURN (v_local::date + 1 + v_end) AT TIME ZONE p_tz;
+	ELSIF v_t < v_end THEN
+		RETURN (v_local::date + v_end) AT TIME ZONE p_tz;
+	END IF;
+	RETURN NULL;
+END;
+$$;
+
+CREATE FUNCTION notify_set_frequency_cap(channel text, max_count int, per interval, category text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+	PERFORM notify._check_channel(channel);
+	IF max_count IS NULL AND per IS NULL THEN
+		DELETE FROM notify.frequency_caps c
+		 WHERE c.channel = notify_set_frequency_cap.channel
+		   AND c.category IS NOT DISTINCT FROM notify_set_frequency_cap.category;
+		RETURN;
+	END IF;
+	IF max_count IS NULL OR max_count < 1 OR per IS NULL OR per <= interval '0' THEN
+		RAISE EXCEPTION 'a frequency cap needs max_count >= 1 and a positive interval'
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'For example notify_set_frequency_cap(''push'', 3, ''1 day'', category => ''marketing''); NULL, NULL removes it.';
+	END IF;
+	INSERT INTO notify.frequency_caps AS c (channel, category, max_count, per)
+	VALUES (channel, category, max_count, per)
+	ON CONFLICT ON CONSTRAINT frequency_caps_key DO UPDATE
+		SET max_count = EXCLUDED.max_count, per = EXCLUDED.per;
+END;
+$$;
+
+CREATE FUNCTION notify_group_add(group_name text, recipients text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_missing text;
+	v_count integer;
+BEGIN
+	IF group_name IS NULL OR group_name !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' THEN
+		RAISE EXCEPTION 'invalid group name "%"', group_name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use letters, digits, "_", ".", ":" and "-", starting with a letter or digit.';
+	END IF;
+	SELECT min(x) INTO v_missing FROM unnest(recipients) x
+	 WHERE NOT EXISTS (SELECT 1 FROM notify.recipients r WHERE r.external_id = x);
+	IF v_missing IS NOT NULL THEN
+		RAISE EXCEPTION 'unknown recipient "%"', v_missing
+			USING ERRCODE = 'no_data_found',
+				  HINT = 'Create recipients with notify_upsert_recipient() before adding them to a group.';
+	END IF;
+	INSERT INTO notify.groups (name) VALUES (group_name) ON CONFLICT DO NOTHING;
+	INSERT INTO notify.group_members (group_name, recipient_id)
+	SELECT notify_group_add.group_name, r.id FROM notify.recipients r WHERE r.external_id = ANY (recipients)
+	ON CONFLICT DO NOTHING;
+	GET DIAGNOSTICS v_count = ROW_COUNT;
+	RETURN v_count;
+END;
+$$;
+
+CREATE FUNCTION notify_group_remove(group_name text, recipients text[])
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_count integer;
+BEGIN
+	DELETE FROM notify.group_members m
+	 USING notify.recipients r
+	 WHERE m.group_name = notify_group_remove.group_name AND r.id = m.recipient_id
+	   AND r.external_id = ANY (recipients);
+	GET DIAGNOSTICS v_count = ROW_COUNT;
+	RETURN v_count;
+END;
+$$;
+
+-- Send to every member of a bulk send (idempotent per member).
+CREATE FUNCTION notify._dispatch_bulk(p_id bigint)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+	v_b notify.bulk_sends;
+	v_count integer := 0;
+	v_member record;
+BEGIN
+	SELECT * INTO v_b FROM notify.bulk_sends WHERE id = p_id;
+	FOR v_member IN
+		SELECT r.id, r.external_id FROM notify.group_members m JOIN notify.recipients r ON r.id = m.recipient_id
+		 WHERE m.group_name = v_b.group_name ORDER BY r.id
+	LOOP
+		PERFORM @extschema@.notify_send(v_member.external_id, v_b.template, v_b.params, v_b.channels, v_b.category,
+								   v_b.priority, v_b.send_at, v_b.expires_at,
+								   'bulk-' || p_id || '-' || v_member.id);
+		v_count := v_count + 1;
+	END LOOP;
+	UPDATE notify.bulk_sends SET status = 'sent', decided_at = coalesce(decided_at, now()) WHERE id = p_id;
+	RETURN v_count;
+END;
+$$;
+
+/*
+ * Send a template to a whole group.  Above notify.approval_threshold
+ * members (default 10000) nothing is sent until a notify_admin approves.
+ */
+CREATE FUNCTION notify_send_group(group_name text, template text, params jsonb DEFAULT '{}',
+								  channels text[] DEFAULT NULL, category text DEFAULT NULL,
+								  priority int DEFAULT 0, send_at timestamptz DEFAULT NULL,
+								  expires_at timestamptz DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_members integer;
+	v_threshold integer := coalesce(nullif(current_setting('notify.approval_threshold', true), '')::integer, 10000);
+	v_id bigint;
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM notify.groups g WHERE g.name = notify_send_group.group_name) THEN
+		RAISE EXCEPTION 'unknown group "%"', group_name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it by adding members with notify_group_add().';
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM notify.templates t WHERE t.name = notify_send_group.template) THEN
+		RAISE EXCEPTION 'unknown template "%"', template
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create it with notify_put_template().';
+	END IF;
+	SELECT count(*) INTO v_members FROM notify.group_members m WHERE m.group_name = notify_send_group.group_name;
+	INSERT INTO notify.bulk_sends (group_name, template, params, channels, category, priority, send_at,
+								   expires_at, recipients, status)
+	VALUES (group_name, template, coalesce(params, '{}'), channels, category, priority, send_at, expires_at,
+			v_members, CASE WHEN v_members > v_threshold THEN 'pending_approval' ELSE 'sent' END)
+	RETURNING id INTO v_id;
+	IF v_members > v_threshold THEN
+		RAISE NOTICE 'group "%" has % members, over notify.approval_threshold (%): bulk send % waits for approval',
+			group_name, v_members, v_threshold, v_id
+			USING HINT = format('A notify_admin approves with SELECT notify_approve(%s); or rejects with notify_reject(%s).', v_id, v_id);
+	ELSE
+		PERFORM notify._dispatch_bulk(v_id);
+	END IF;
+	RETURN v_id;
+END;
+$$;
+
+CREATE FUNCTION notify_approve(bulk_id bigint)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_status text;
+BEGIN
+	SELECT b.status INTO v_status FROM notify.bulk_sends b WHERE b.id = bulk_id FOR UPDATE;
+	IF v_status IS NULL THEN
+		RAISE EXCEPTION 'unknown bulk send %', bulk_id
+			USING ERRCODE = 'no_data_found', HINT = 'See notify.bulk_sends.';
+	END IF;
+	IF v_status <> 'pending_approval' THEN
+		RAISE EXCEPTION 'bulk send % is %, not waiting for approval', bulk_id, v_status
+			USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'See notify.bulk_sends.';
+	END IF;
+	UPDATE notify.bulk_sends b SET decided_by = session_user, decided_at = now() WHERE b.id = bulk_id;
+	RETURN notify._dispatch_bulk(bulk_id);
+END;
+$$;
+
+CREATE FUNCTION notify_reject(bulk_id bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	UPDATE notify.bulk_sends b SET status = 'rejected', decided_by = session_user, decided_at = now()
+	 WHERE b.id = bulk_id AND b.status = 'pending_approval';
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'bulk send % is not waiting for approval', bulk_id
+			USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'See notify.bulk_sends.';
+	END IF;
+END;
+$$;
+
+-- Engagement: the app's receipt, open pixel or click redirect reports it.
+CREATE FUNCTION notify_track(delivery_id bigint, event text, at timestamptz DEFAULT now())
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF event IS NULL OR event NOT IN ('delivered', 'opened', 'clicked') THEN
+		RAISE EXCEPTION 'unknown tracking event "%"', event
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Events are delivered, opened and clicked.';
+	END IF;
+	-- an open implies delivery, a click implies both; the first time of each is kept
+	UPDATE notify.deliveries d
+	   SET delivered_at = coalesce(d.delivered_at, at),
+		   opened_at = CASE WHEN event IN ('opened', 'clicked') THEN coalesce(d.opened_at, at) ELSE d.opened_at END,
+		   clicked_at = CASE WHEN event = 'clicked' THEN coalesce(d.clicked_at, at) ELSE d.clicked_at END
+	 WHERE d.id = delivery_id AND d.status = 'sent';
+	RETURN FOUND;
 END;
 $$;
 
@@ -1256,7 +1563,14 @@ REVOKE ALL ON FUNCTION
 	notify_cancel(bigint),
 	notify_pause(text),
 	notify_resume(text),
-	notify_workers()
+	notify_workers(),
+	notify_set_frequency_cap(text, int, interval, text),
+	notify_group_add(text, text[]),
+	notify_group_remove(text, text[]),
+	notify_send_group(text, text, jsonb, text[], text, int, timestamptz, timestamptz),
+	notify_approve(bigint),
+	notify_reject(bigint),
+	notify_track(bigint, text, timestamptz)
 FROM PUBLIC;
 
 GRANT EXECUTE ON FUNCTION
@@ -1264,7 +1578,11 @@ GRANT EXECUTE ON FUNCTION
 	notify_upsert_recipient(text, text, text, text, text, jsonb),
 	notify_register_device(text, text, text, text),
 	notify_unregister_device(text),
-	notify_set_preference(text, text, boolean, text)
+	notify_set_preference(text, text, boolean, text),
+	notify_group_add(text, text[]),
+	notify_group_remove(text, text[]),
+	notify_send_group(text, text, jsonb, text[], text, int, timestamptz, timestamptz),
+	notify_track(bigint, text, timestamptz)
 TO notify_sender;
 
 GRANT EXECUTE ON FUNCTION
@@ -1279,7 +1597,10 @@ GRANT EXECUTE ON FUNCTION
 	notify_cancel(bigint),
 	notify_pause(text),
 	notify_resume(text),
-	notify_workers()
+	notify_workers(),
+	notify_set_frequency_cap(text, int, interval, text),
+	notify_approve(bigint),
+	notify_reject(bigint)
 TO notify_admin;
 
 GRANT USAGE ON SCHEMA notify TO notify_admin;

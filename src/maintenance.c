@@ -29,8 +29,14 @@
 #define LAG_ALERT_REPEAT_MS 300000
 #define PURGE_BATCH			5000
 
+/* How long a transaction may take to show its start in pg_stat_activity. */
+#define XACT_SHOW_GRACE_MS	1000
+
 static TimestampTz last_alert_check = 0;
 static TimestampTz last_purge = 0;
+
+/* Dead deliveries that finished before this were counted (0: not yet). */
+static TimestampTz dead_counted_until = 0;
 
 /*
  * When each provider's lag was last alerted: the alert repeats every
@@ -173,23 +179,56 @@ lag_alert_due(const char *provider, TimestampTz now)
 	return true;
 }
 
+/*
+ * Where this check's count of dead deliveries ends.  A delivery's
+ * finished_at is the start of the worker transaction that recorded it,
+ * which commits later, possibly much later (a lock wait): a count up to
+ * the time of the check would pass over a transaction still in progress,
+ * and its dead deliveries would never be counted.  So the count ends where
+ * the oldest notify worker transaction in progress began, read here before
+ * the check takes its snapshot, and a moment before now, since a
+ * transaction takes its start time just before it shows it.
+ */
+static TimestampTz
+dead_count_end(TimestampTz now)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(now, -XACT_SHOW_GRACE_MS);
+	Datum		oldest;
+	bool		isnull;
+
+	begin("checking notify alerts");
+	if (SPI_execute("SELECT min(xact_start) FROM pg_catalog.pg_stat_activity"
+					" WHERE backend_type = 'notify worker'", true, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read the notify workers' transactions");
+	oldest = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull && DatumGetTimestampTz(oldest) < end)
+		end = DatumGetTimestampTz(oldest);
+	finish();
+	return end;
+}
+
 static void
 check_alerts(TimestampTz now)
 {
-	Oid			types[2] = {TIMESTAMPTZOID, INT4OID};
+	Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 	Datum		args[2];
 	SPITupleTable *tt;
+	TimestampTz dead_until = dead_count_end(now);
 
 	begin("checking notify alerts");
 
-	if (notify_alert_dead && last_alert_check != 0)
+	/* dead deliveries that finished in [dead_counted_until, dead_until) */
+	if (notify_alert_dead && dead_counted_until != 0 && dead_until > dead_counted_until)
 	{
-		args[0] = TimestampTzGetDatum(last_alert_check);
+		args[0] = TimestampTzGetDatum(dead_counted_until);
+		args[1] = TimestampTzGetDatum(dead_until);
 		if (SPI_execute_with_args(
 				"SELECT provider, count(*)::int8, max(last_error) FROM notify.deliveries"
-				" WHERE status = 'dead' AND provider IS NOT NULL AND finished_at > $1"
+				" WHERE status = 'dead' AND provider IS NOT NULL"
+				"   AND finished_at >= $1 AND finished_at < $2"
 				" GROUP BY provider ORDER BY provider",
-				1, types, args, NULL, true, 0) != SPI_OK_SELECT)
+				2, types, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not count dead deliveries");
 		tt = SPI_tuptable;
 		for (uint64 i = 0; i < SPI_processed; i++)
@@ -239,6 +278,9 @@ check_alerts(TimestampTz now)
 
 	finish();
 	last_alert_check = now;
+	/* the first check only marks where counting starts */
+	if (dead_until > dead_counted_until)
+		dead_counted_until = dead_until;
 }
 
 void
@@ -262,5 +304,6 @@ notify_maintenance_reset(void)
 {
 	last_alert_check = 0;
 	last_purge = 0;
+	dead_counted_until = 0;
 	memset(lag_alerts, 0, sizeof(lag_alerts));
 }

@@ -39,6 +39,7 @@ int			notify_max_inflight = 1000;
 int			notify_retention_s = 30 * 24 * 3600;
 int			notify_alert_lag_s = 300;
 bool		notify_alert_dead = true;
+int			notify_approval_threshold = 10000;
 
 bool		notify_preloaded = false;
 
@@ -165,6 +166,14 @@ define_gucs(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("notify.approval_threshold",
+							"Group sends to more recipients than this wait for notify_approve().",
+							NULL,
+							&notify_approval_threshold,
+							10000, 0, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("notify");
 }

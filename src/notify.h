@@ -36,6 +36,7 @@ extern int	notify_max_inflight;
 extern int	notify_retention_s;
 extern int	notify_alert_lag_s;
 extern bool notify_alert_dead;
+extern int	notify_approval_threshold;
 
 /* Whether _PG_init ran from shared_preload_libraries. */
 extern bool notify_preloaded;

@@ -306,3 +306,272 @@ notify_add_header(struct curl_slist **list, const char *fmt,...)
 	*list = l;
 	return true;
 }
+
+/*
+ * A malloc'd string formatted like printf, truncated to NOTIFY_ERROR_LEN
+ * bytes (it is meant for messages); NULL when out of memory.
+ */
+char *
+notify_strdupf(const char *fmt,...)
+{
+	char		buf[NOTIFY_ERROR_LEN];
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	return strdup(buf);
+}
+
+/* obj[key] when it is a string (possibly empty), else NULL. */
+const char *
+notify_json_string(json_t *obj, const char *key)
+{
+	json_t	   *v = json_object_get(obj, key);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* obj[key] when it is a non-empty string, else NULL. */
+const char *
+notify_json_nonempty(json_t *obj, const char *key)
+{
+	json_t	   *v = json_object_get(obj, key);
+
+	if (json_is_string(v) && json_string_length(v) > 0)
+		return json_string_value(v);
+	return NULL;
+}
+
+/*
+ * A push message's string field: *out is NULL when the field is absent,
+ * null or empty (an unset template variable renders as "").  False and
+ * *err (malloc'd) when it has another type.
+ */
+bool
+notify_msg_str(json_t *message, const char *key, const char **out,
+			   char **err)
+{
+	json_t	   *v = json_object_get(message, key);
+
+	*out = NULL;
+	if (v == NULL || json_is_null(v))
+		return true;
+	if (!json_is_string(v))
+	{
+		*err = notify_strdupf("push message field \"%s\" must be a string", key);
+		return false;
+	}
+	if (json_string_length(v) > 0)
+		*out = json_string_value(v);
+	return true;
+}
+
+/* A message flag: true, 1, "true" or "1" set it. */
+bool
+notify_msg_flag(json_t *message, const char *key)
+{
+	json_t	   *v = json_object_get(message, key);
+
+	if (json_is_true(v))
+		return true;
+	if (json_is_integer(v))
+		return json_integer_value(v) != 0;
+	if (json_is_string(v))
+		return strcmp(json_string_value(v), "true") == 0 ||
+			strcmp(json_string_value(v), "1") == 0;
+	return false;
+}
+
+/*
+ * Check that each of the keys present in config is a string.  NULL when
+ * they all are, else a malloc'd "<kind> "<key>" must be a string".
+ */
+char *
+notify_check_string_keys(json_t *config, const char *kind,
+						 const char *const *keys)
+{
+	int			i;
+
+	for (i = 0; keys[i]; i++)
+	{
+		json_t	   *v = json_object_get(config, keys[i]);
+
+		if (v != NULL && !json_is_string(v))
+			return notify_strdupf("%s \"%s\" must be a string", kind, keys[i]);
+	}
+	return NULL;
+}
+
+/* An http:// or https:// URL with something after the scheme. */
+bool
+notify_is_http_url(const char *s)
+{
+	return s != NULL &&
+		((strncasecmp(s, "http://", 7) == 0 && s[7] != '\0') ||
+		 (strncasecmp(s, "https://", 8) == 0 && s[8] != '\0'));
+}
+
+/*
+ * The endpoint without its trailing slashes, followed by the formatted
+ * path: malloc'd, NULL when out of memory.
+ */
+char *
+notify_endpoint_url(const char *endpoint, const char *fmt,...)
+{
+	size_t		elen = strlen(endpoint);
+	va_list		ap;
+	int			plen;
+	char	   *url;
+
+	while (elen > 0 && endpoint[elen - 1] == '/')
+		elen--;
+	va_start(ap, fmt);
+	plen = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (plen < 0)
+		return NULL;
+	url = malloc(elen + (size_t) plen + 1);
+	if (url == NULL)
+		return NULL;
+	memcpy(url, endpoint, elen);
+	va_start(ap, fmt);
+	vsnprintf(url + elen, (size_t) plen + 1, fmt, ap);
+	va_end(ap);
+	return url;
+}
+
+/*
+ * Append value URL-escaped (curl_easy_escape) to buf.  False when curl
+ * cannot escape it; an out-of-memory append shows as usual in buf.
+ */
+bool
+notify_buf_append_escaped(CURL *easy, NotifyBuf *buf, const char *value)
+{
+	char	   *esc = curl_easy_escape(easy, value, (int) strlen(value));
+
+	if (esc == NULL)
+		return false;
+	notify_buf_append(buf, esc, strlen(esc));
+	curl_free(esc);
+	return true;
+}
+
+/*
+ * A curl write (or header) callback into the NotifyBuf given as its data.
+ * Beyond NOTIFY_RESPONSE_CAP bytes the data is discarded.
+ */
+size_t
+notify_buf_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	NotifyBuf  *buf = (NotifyBuf *) userdata;
+	size_t		n = size * nmemb;
+
+	if (buf->len < NOTIFY_RESPONSE_CAP)
+	{
+		size_t		room = NOTIFY_RESPONSE_CAP - buf->len;
+
+		notify_buf_append(buf, ptr, n < room ? n : room);
+	}
+	/* claim we took it all: a long answer must not fail the transfer */
+	return n;
+}
+
+/*
+ * A response body parsed as JSON: a new reference to the object, or NULL
+ * when the body is empty, not JSON, or not an object.
+ */
+json_t *
+notify_buf_json_object(const NotifyBuf *buf)
+{
+	json_t	   *doc;
+
+	if (buf->data == NULL)
+		return NULL;
+	doc = json_loadb(buf->data, buf->len, 0, NULL);
+	if (!json_is_object(doc))
+	{
+		json_decref(doc);
+		return NULL;
+	}
+	return doc;
+}
+
+/*
+ * The start of a response body (NOTIFY_SNIPPET_MAX bytes at most), made
+ * printable by notify_printable_copy, for an error message.
+ */
+void
+notify_response_snippet(char *dst, size_t dstlen, const NotifyBuf *buf)
+{
+	notify_printable_copy(dst, dstlen, buf->data,
+						  buf->len < NOTIFY_SNIPPET_MAX ?
+						  buf->len : NOTIFY_SNIPPET_MAX);
+}
+
+/*
+ * The value of response header name (case-insensitive) in the raw header
+ * lines of the last response, trimmed, into out (truncated to fit).  False
+ * when absent.
+ */
+bool
+notify_response_header(const NotifyBuf *headers, const char *name,
+					   char *out, size_t outlen)
+{
+	size_t		namelen = strlen(name);
+	const char *p;
+	const char *end;
+	bool		found = false;
+
+	if (headers == NULL || headers->data == NULL)
+		return false;
+	p = headers->data;
+	end = headers->data + headers->len;
+	while (p < end)
+	{
+		const char *eol = memchr(p, '\n', end - p);
+		const char *lend = eol ? eol : end;
+
+		if (lend - p >= 5 && strncmp(p, "HTTP/", 5) == 0)
+			found = false;		/* a new response starts */
+		else if ((size_t) (lend - p) > namelen && p[namelen] == ':' &&
+				 strncasecmp(p, name, namelen) == 0)
+		{
+			const char *v = p + namelen + 1;
+			const char *ve = lend;
+			size_t		n;
+
+			while (v < ve && (*v == ' ' || *v == '\t'))
+				v++;
+			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' ||
+							  ve[-1] == '\t'))
+				ve--;
+			n = (size_t) (ve - v);
+			if (n >= outlen)
+				n = outlen - 1;
+			memcpy(out, v, n);
+			out[n] = '\0';
+			found = true;
+		}
+		p = lend + 1;
+	}
+	return found;
+}
+
+/*
+ * Set easy up to POST body (len bytes) with headers to url, speaking only
+ * http or https, and apply notify_http_common().  The caller keeps body
+ * and headers alive for the transfer.
+ */
+void
+notify_http_post(CURL *easy, const char *url, const char *body, size_t len,
+				 struct curl_slist *headers, json_t *config)
+{
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) len);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	notify_http_common(easy, config);
+}
