@@ -732,7 +732,6 @@ DECLARE
 	v_rendered jsonb := '{}';
 	v_versions jsonb := '{}';
 	v_found text[] := '{}';
-	v_prefs jsonb;
 	v_enabled boolean;
 	v_id bigint;
 	v_due timestamptz := coalesce(send_at, now());
@@ -838,27 +837,28 @@ BEGIN
 				  HINT = 'Add one with notify_put_template(), or leave that channel out.';
 	END IF;
 
-	-- per channel: a category row beats the channel row; no row means enabled
-	SELECT jsonb_object_agg(x.channel, x.enabled) INTO v_prefs
-	  FROM (SELECT DISTINCT ON (p.channel) p.channel, p.enabled
-			  FROM notify.preferences p
-			 WHERE p.recipient_id = v_r.id
-			   AND (p.category IS NULL OR p.category = notify_send.category)
-			 ORDER BY p.channel, p.category NULLS LAST) x;
-	SELECT coalesce(jsonb_object_agg(x.channel, 'recipient opted out of ' || x.channel), '{}') INTO v_held
-	  FROM jsonb_each_text(coalesce(v_prefs, '{}')) AS x(channel, enabled)
-	 WHERE NOT x.enabled::boolean;
-
-	-- frequency caps: a channel the recipient already got max_count of within the window
-	SELECT v_held || coalesce(jsonb_object_agg(c.channel,
-				format('frequency cap reached: %s per %s', c.max_count, c.per)), '{}') INTO v_held
-	  FROM notify.frequency_caps c
-	 WHERE c.channel = ANY (v_found) AND NOT v_held ? c.channel
-	   AND (c.category IS NULL OR c.category = notify_send.category)
-	   AND (SELECT count(*) FROM notify.notifications n
-			 WHERE n.recipient_id = v_r.id AND n.created_at > now() - c.per
-			   AND n.rendered ? c.channel
-			   AND (c.category IS NULL OR n.category = c.category)) >= c.max_count;
+	/*
+	 * What is held back, per channel, and why: an opt-out (a category row
+	 * beats the channel row; no row means enabled), or a frequency cap the
+	 * recipient already reached on that channel (and category).
+	 */
+	SELECT coalesce(jsonb_object_agg(h.channel, h.reason), '{}') INTO v_held
+	  FROM (SELECT x.channel, 'recipient opted out of ' || x.channel AS reason
+			  FROM (SELECT DISTINCT ON (p.channel) p.channel, p.enabled
+					  FROM notify.preferences p
+					 WHERE p.recipient_id = v_r.id
+					   AND (p.category IS NULL OR p.category = notify_send.category)
+					 ORDER BY p.channel, p.category NULLS LAST) x
+			 WHERE NOT x.enabled
+			UNION ALL
+			SELECT c.channel, format('frequency cap reached: %s per %s', c.max_count, c.per)
+			  FROM notify.frequency_caps c
+			 WHERE c.channel = ANY (v_found)
+			   AND (c.category IS NULL OR c.category = notify_send.category)
+			   AND (SELECT count(*) FROM notify.notifications n
+					 WHERE n.recipient_id = v_r.id AND n.created_at > now() - c.per
+					   AND n.rendered ? c.channel
+					   AND (c.category IS NULL OR n.category = c.category)) >= c.max_count) h;
 
 	-- quiet hours (attribute quiet_hours "22:00-07:00", in the recipient's time zone)
 	-- hold push and sms that are not urgent until they end
