@@ -5,6 +5,8 @@
 # the answers, the request log, the counters and the fault rules.
 # Prints PASS/FAIL per check; exits non-zero when any check fails.
 #   test/sim/selftest.sh [-v]      (-v: print response bodies of failures)
+# The P_<port name> variables are set by an eval of the state file:
+# shellcheck disable=SC2154
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -80,7 +82,7 @@ coproc EV { exec node -e "$EVAL_JS" "$here/client.js"; }
 evpid=$EV_PID
 exec {ev_in}>&"${EV[1]}" {ev_out}<&"${EV[0]}"    # plain fds: visible in pipelines too
 ev() {
-  local head=$1 f len= ans=
+  local head=$1 f len='' ans=''
   shift
   for f in "$@"; do head+=" ${#f}"; done
   printf '%s\n' "$head" >&"$ev_in"
@@ -110,6 +112,7 @@ node "$here/sim.js" --keys "$keys" --state "$tmp/state.json" --log "$tmp/log.jso
 simpid=$!
 for _ in $(seq 100); do [[ -s $tmp/state.json ]] && break; sleep 0.05; done
 [[ -s $tmp/state.json ]] || { echo "FAIL sim.js did not write its state file"; exit 1; }
+# Sets P_webhook_http, P_apns, ... P_control from the state file.
 eval "$(j 'Object.entries(j.ports).map(([k,v])=>`P_${k}=${v}`).join("\n")' < "$tmp/state.json")"
 check "state file pid" "$simpid" "$(j 'j.pid' < "$tmp/state.json")"
 
