@@ -237,6 +237,7 @@ CREATE TABLE notify.attempts (
 	error		text,
 	PRIMARY KEY (outbox_id, attempt)
 );
+CREATE INDEX attempts_at ON notify.attempts (at);	-- the retention purge
 COMMENT ON TABLE notify.attempts IS 'attempts that did not finish a delivery (the retried ones); the final attempt is the deliveries row';
 
 /* ------------------------------------------------------------------------

@@ -253,7 +253,7 @@ check_alerts(TimestampTz now)
 		if (SPI_execute_with_args(
 				"SELECT o.provider, extract(epoch FROM now() - min(o.next_attempt_at))::int8"
 				"  FROM notify.outbox o JOIN notify.providers p ON p.name = o.provider"
-				" WHERE NOT p.paused AND o.next_attempt_at <= now()"
+				" WHERE p.enabled AND NOT p.paused AND o.next_attempt_at <= now()"
 				"   AND (o.status <> 'inflight' OR o.lease_until <= now())"
 				" GROUP BY o.provider"
 				" HAVING min(o.next_attempt_at) < now() - $1 * interval '1 second'"
