@@ -504,8 +504,9 @@ BEGIN
 		END;
 		IF jsonb_typeof(v_sub) <> 'object'
 		   OR jsonb_typeof(v_sub->'endpoint') IS DISTINCT FROM 'string'
-		   OR (v_sub->>'endpoint') !~ '^https?://[^/\s]+' THEN
-			RAISE EXCEPTION 'web push subscription has no endpoint URL'
+		   OR (v_sub->>'endpoint') !~ '^https://[^/\s]+' THEN
+			-- push services are https; anything else could aim the workers at internal URLs
+			RAISE EXCEPTION 'web push subscription has no https endpoint URL'
 				USING ERRCODE = 'invalid_parameter_value',
 					  HINT = 'Pass the whole PushSubscription: {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}.';
 		END IF;
@@ -633,6 +634,8 @@ CREATE FUNCTION notify_set_provider(provider text, kind text, config jsonb, enab
 RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+-- an error must not copy the statement, secrets and all, into the server log
+SET log_min_error_statement = panic
 AS $$
 #variable_conflict use_column
 BEGIN

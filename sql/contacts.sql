@@ -62,3 +62,5 @@ SELECT channel, category, enabled FROM notify.preferences ORDER BY channel, cate
 SELECT notify_set_preference('u1', 'pigeon', false);
 SELECT notify_set_preference('u1', 'sms', NULL);
 SELECT notify_set_preference('ghost', 'sms', false);
+-- web push endpoints must be https
+SELECT notify_register_device('u1', 'web', '{"endpoint": "http://10.0.0.5/internal", "keys": {"p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}');
