@@ -27,7 +27,6 @@
  *-------------------------------------------------------------------------
  */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,7 +60,7 @@ typedef struct ApnsState
 	char	   *team_id;
 	char	   *key_id;
 	char	   *topic;
-	char	   *endpoint;		/* base URL without trailing slash */
+	char	   *device_url;		/* endpoint + "/3/device/" */
 	char	   *push_type;		/* default apns-push-type */
 	int			refresh_s;		/* token age at which we mint a new one */
 
@@ -92,70 +91,6 @@ typedef struct ApnsMessage
  * ----------------------------------------------------------------
  */
 
-static char *
-apns_strdupf(const char *fmt,...)
-__attribute__((format(printf, 1, 2)));
-
-static char *
-apns_strdupf(const char *fmt,...)
-{
-	char		buf[NOTIFY_ERROR_LEN];
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	return strdup(buf);
-}
-
-/* A config string, or NULL when absent, null or not a string. */
-static const char *
-cfg_str(json_t *config, const char *key)
-{
-	json_t	   *v = json_object_get(config, key);
-
-	return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-/*
- * A message string field: *out is NULL when the field is absent, null or
- * empty (an unset template variable renders as "").  False and *err when
- * it has another type.
- */
-static bool
-msg_str(json_t *message, const char *key, const char **out, char **err)
-{
-	json_t	   *v = json_object_get(message, key);
-
-	*out = NULL;
-	if (v == NULL || json_is_null(v))
-		return true;
-	if (!json_is_string(v))
-	{
-		*err = apns_strdupf("push message field \"%s\" must be a string", key);
-		return false;
-	}
-	if (json_string_length(v) > 0)
-		*out = json_string_value(v);
-	return true;
-}
-
-/* A message flag: true, 1, "true" or "1" set it. */
-static bool
-msg_flag(json_t *message, const char *key)
-{
-	json_t	   *v = json_object_get(message, key);
-
-	if (json_is_true(v))
-		return true;
-	if (json_is_integer(v))
-		return json_integer_value(v) != 0;
-	if (json_is_string(v))
-		return strcmp(json_string_value(v), "true") == 0 ||
-			strcmp(json_string_value(v), "1") == 0;
-	return false;
-}
-
 /* Copy a header value, refusing anything but printable ASCII. */
 static bool
 header_value(json_t *v, char *out, size_t outlen)
@@ -178,54 +113,6 @@ header_value(json_t *v, char *out, size_t outlen)
 			return false;
 	memcpy(out, s, i + 1);
 	return true;
-}
-
-/*
- * The value of response header name (case-insensitive) in the raw header
- * lines of the last response, trimmed, into out.  False when absent.
- */
-static bool
-response_header(const NotifyBuf *headers, const char *name,
-				char *out, size_t outlen)
-{
-	size_t		namelen = strlen(name);
-	const char *p;
-	const char *end;
-	bool		found = false;
-
-	if (headers == NULL || headers->data == NULL)
-		return false;
-	p = headers->data;
-	end = headers->data + headers->len;
-	while (p < end)
-	{
-		const char *eol = memchr(p, '\n', end - p);
-		const char *lend = eol ? eol : end;
-
-		if (lend - p >= 5 && strncmp(p, "HTTP/", 5) == 0)
-			found = false;		/* a new response starts */
-		else if ((size_t) (lend - p) > namelen && p[namelen] == ':' &&
-			strncasecmp(p, name, namelen) == 0)
-		{
-			const char *v = p + namelen + 1;
-			const char *ve = lend;
-			size_t		n;
-
-			while (v < ve && (*v == ' ' || *v == '\t'))
-				v++;
-			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' ||
-							  ve[-1] == '\t'))
-				ve--;
-			n = (size_t) (ve - v);
-			if (n >= outlen)
-				n = outlen - 1;
-			memcpy(out, v, n);
-			out[n] = '\0';
-			found = true;
-		}
-		p = lend + 1;
-	}
-	return found;
 }
 
 /* 64+ hex digits, even length: the shape of an APNS device token. */
@@ -286,19 +173,19 @@ apns_header_override(ApnsMessage *m, const char *name, json_t *v, char **err)
 	}
 	else
 	{
-		*err = apns_strdupf("apns.headers: header \"%.64s\" cannot be set by a message",
-							name);
+		*err = notify_strdupf("apns.headers: header \"%.64s\" cannot be set by a message",
+							  name);
 		return false;
 	}
 	if (!header_value(v, dst, dstlen))
 	{
-		*err = apns_strdupf("apns.headers: bad value for \"%.64s\"", name);
+		*err = notify_strdupf("apns.headers: bad value for \"%.64s\"", name);
 		return false;
 	}
 	if (dst == m->priority && strcmp(dst, "10") != 0 &&
 		strcmp(dst, "5") != 0 && strcmp(dst, "1") != 0)
 	{
-		*err = apns_strdupf("apns.headers: apns-priority must be 10, 5 or 1");
+		*err = notify_strdupf("apns.headers: apns-priority must be 10, 5 or 1");
 		return false;
 	}
 	if (dst == m->push_type)
@@ -310,7 +197,7 @@ apns_header_override(ApnsMessage *m, const char *name, json_t *v, char **err)
 				break;
 		if (apns_push_types[i] == NULL)
 		{
-			*err = apns_strdupf("apns.headers: unknown apns-push-type");
+			*err = notify_strdupf("apns.headers: unknown apns-push-type");
 			return false;
 		}
 	}
@@ -359,9 +246,9 @@ apns_build(json_t *message, ApnsMessage *m, char **err)
 	if (json_object_set(payload, "aps", aps) != 0)
 		goto oom;
 
-	if (!msg_str(message, "title", &title, err) ||
-		!msg_str(message, "subtitle", &subtitle, err) ||
-		!msg_str(message, "body", &body, err))
+	if (!notify_msg_str(message, "title", &title, err) ||
+		!notify_msg_str(message, "subtitle", &subtitle, err) ||
+		!notify_msg_str(message, "body", &body, err))
 		goto fail;
 	if (title && json_object_set_new(alert, "title", json_string(title)) != 0)
 		goto oom;
@@ -415,36 +302,36 @@ apns_build(json_t *message, ApnsMessage *m, char **err)
 	}
 	else
 	{
-		if (!msg_str(message, "sound", &s, err))
+		if (!notify_msg_str(message, "sound", &s, err))
 			goto fail;
 		if (s && json_object_set_new(aps, "sound", json_string(s)) != 0)
 			goto oom;
 	}
 
-	if (!msg_str(message, "thread_id", &s, err))
+	if (!notify_msg_str(message, "thread_id", &s, err))
 		goto fail;
 	if (s && json_object_set_new(aps, "thread-id", json_string(s)) != 0)
 		goto oom;
-	if (!msg_str(message, "category", &s, err))
+	if (!notify_msg_str(message, "category", &s, err))
 		goto fail;
 	if (s && json_object_set_new(aps, "category", json_string(s)) != 0)
 		goto oom;
-	if (msg_flag(message, "mutable_content") &&
+	if (notify_msg_flag(message, "mutable_content") &&
 		json_object_set_new(aps, "mutable-content", json_integer(1)) != 0)
 		goto oom;
-	content_available = msg_flag(message, "content_available");
+	content_available = notify_msg_flag(message, "content_available");
 	if (content_available &&
 		json_object_set_new(aps, "content-available", json_integer(1)) != 0)
 		goto oom;
 
-	if (!msg_str(message, "collapse_id", &s, err))
+	if (!notify_msg_str(message, "collapse_id", &s, err))
 		goto fail;
 	if (s)
 	{
 		if (strlen(s) > APNS_COLLAPSE_ID_MAX)
 		{
-			*err = apns_strdupf("collapse_id is longer than %d bytes",
-								APNS_COLLAPSE_ID_MAX);
+			*err = notify_strdupf("collapse_id is longer than %d bytes",
+								  APNS_COLLAPSE_ID_MAX);
 			goto fail;
 		}
 		snprintf(m->collapse_id, sizeof(m->collapse_id), "%s", s);
@@ -578,10 +465,11 @@ apns_load_key(json_t *config, char **err)
 	unsigned char pub[65];
 	EVP_PKEY   *key;
 
-	key = notify_load_private_key(cfg_str(config, "key"), errbuf);
+	key = notify_load_private_key(notify_json_string(config, "key"), errbuf);
 	if (key == NULL)
 	{
-		*err = apns_strdupf("apns \"key\" is not a usable .p8 key (%s)", errbuf);
+		*err = notify_strdupf("apns \"key\" is not a usable .p8 key (%s)",
+							  errbuf);
 		return NULL;
 	}
 	if (!notify_ec_public_raw(key, pub, errbuf))
@@ -608,10 +496,10 @@ apns_check_config(json_t *config)
 
 	for (i = 0; required[i]; i++)
 	{
-		s = cfg_str(config, required[i]);
+		s = notify_json_string(config, required[i]);
 		if (s == NULL || s[0] == '\0')
-			return apns_strdupf("apns config needs \"%s\" (a non-empty string)",
-								required[i]);
+			return notify_strdupf("apns config needs \"%s\" (a non-empty string)",
+								  required[i]);
 	}
 
 	v = json_object_get(config, "sandbox");
@@ -668,7 +556,7 @@ apns_destroy(void *state)
 	free(st->team_id);
 	free(st->key_id);
 	free(st->topic);
-	free(st->endpoint);
+	free(st->device_url);
 	free(st->push_type);
 	json_decref(st->config);
 	free(st);
@@ -680,7 +568,6 @@ apns_create(json_t *config, char **err)
 	ApnsState  *st;
 	const char *endpoint;
 	json_t	   *v;
-	size_t		len;
 
 	*err = apns_check_config(config);
 	if (*err != NULL)
@@ -700,26 +587,23 @@ apns_create(json_t *config, char **err)
 		return NULL;
 	}
 
-	endpoint = cfg_str(config, "endpoint");
+	endpoint = notify_json_string(config, "endpoint");
 	if (endpoint == NULL)
 		endpoint = json_is_true(json_object_get(config, "sandbox")) ?
 			APNS_SANDBOX_ENDPOINT : APNS_ENDPOINT;
-	st->team_id = strdup(cfg_str(config, "team_id"));
-	st->key_id = strdup(cfg_str(config, "key_id"));
-	st->topic = strdup(cfg_str(config, "topic"));
-	st->endpoint = strdup(endpoint);
-	st->push_type = strdup(cfg_str(config, "push_type") ?
-						   cfg_str(config, "push_type") : "alert");
-	if (!st->team_id || !st->key_id || !st->topic || !st->endpoint ||
+	st->team_id = strdup(notify_json_string(config, "team_id"));
+	st->key_id = strdup(notify_json_string(config, "key_id"));
+	st->topic = strdup(notify_json_string(config, "topic"));
+	st->device_url = notify_endpoint_url(endpoint, "/3/device/");
+	st->push_type = strdup(notify_json_string(config, "push_type") ?
+						   notify_json_string(config, "push_type") : "alert");
+	if (!st->team_id || !st->key_id || !st->topic || !st->device_url ||
 		!st->push_type)
 	{
 		apns_destroy(st);
 		*err = strdup("out of memory");
 		return NULL;
 	}
-	len = strlen(st->endpoint);
-	while (len > 0 && st->endpoint[len - 1] == '/')
-		st->endpoint[--len] = '\0';
 
 	st->refresh_s = APNS_TOKEN_REFRESH_S;
 	v = json_object_get(config, "token_refresh_s");
@@ -904,15 +788,14 @@ apns_prepare(void *state, NotifyDelivery *d)
 	}
 
 	/* URL: endpoint/3/device/<token, lower case> */
-	url_len = strlen(st->endpoint) + strlen("/3/device/") +
-		strlen(d->destination) + 1;
+	url_len = strlen(st->device_url) + strlen(d->destination) + 1;
 	url = malloc(url_len);
 	if (url == NULL)
 	{
 		notify_set_error(d, NOTIFY_OUTCOME_RETRY, "apns out of memory");
 		return false;
 	}
-	off = (size_t) snprintf(url, url_len, "%s/3/device/", st->endpoint);
+	off = (size_t) snprintf(url, url_len, "%s", st->device_url);
 	for (i = 0; d->destination[i]; i++)
 		url[off + i] = (char) tolower((unsigned char) d->destination[i]);
 	url[off + i] = '\0';
@@ -971,10 +854,7 @@ apns_reason(const NotifyDelivery *d, char *out, size_t outlen)
 	size_t		i;
 	size_t		o = 0;
 
-	out[0] = '\0';
-	if (d->response.data == NULL || d->response.len == 0)
-		return;
-	doc = json_loadb(d->response.data, d->response.len, 0, NULL);
+	doc = notify_buf_json_object(&d->response);
 	r = json_string_value(json_object_get(doc, "reason"));
 	for (i = 0; r && r[i] && o + 1 < outlen; i++)
 		if (isalnum((unsigned char) r[i]) || r[i] == '_' || r[i] == '-' ||
@@ -1005,8 +885,8 @@ apns_finish(void *state, NotifyDelivery *d, CURLcode rc)
 		d->outcome = NOTIFY_OUTCOME_SENT;
 		d->error[0] = '\0';
 		d->retry_after = -1;
-		if (!response_header(&d->response_headers, "apns-id", d->provider_id,
-							 sizeof(d->provider_id)) ||
+		if (!notify_response_header(&d->response_headers, "apns-id",
+									d->provider_id, sizeof(d->provider_id)) ||
 			d->provider_id[0] == '\0')
 		{
 			char		id[37];

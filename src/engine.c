@@ -35,9 +35,6 @@
 
 #include "provider.h"
 
-/* Response bodies and headers beyond this are discarded. */
-#define RESPONSE_CAP		(64 * 1024)
-
 /* Longest curl_multi_poll wait, so "interrupted" is consulted often. */
 #define POLL_MS				100
 
@@ -64,22 +61,6 @@ struct NotifyEngine
 	 */
 	bool		multiplexing;
 };
-
-static size_t
-write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	NotifyBuf  *buf = (NotifyBuf *) userdata;
-	size_t		n = size * nmemb;
-
-	if (buf->len < RESPONSE_CAP)
-	{
-		size_t		room = RESPONSE_CAP - buf->len;
-
-		notify_buf_append(buf, ptr, n < room ? n : room);
-	}
-	/* claim we took it all: a long answer must not fail the transfer */
-	return n;
-}
 
 NotifyEngine *
 notify_engine_create(const NotifyEngineOptions *opts)
@@ -257,9 +238,9 @@ set_common_options(NotifyEngine *engine, NotifyDelivery *d)
 	CURL	   *easy = d->easy;
 
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *) d);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, notify_buf_write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, (void *) &d->response);
-	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, notify_buf_write_cb);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, (void *) &d->response_headers);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, d->curl_error);
 	if (engine->opts.timeout_ms > 0)

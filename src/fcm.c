@@ -57,7 +57,6 @@
 #define TOKEN_CONNECT_MS	5000L
 #define TOKEN_MARGIN		300
 #define TOKEN_FAIL_BACKOFF	30
-#define TOKEN_RESPONSE_CAP	(64 * 1024)
 
 /* Exported for test/unit/test_providers.c; not part of the contract. */
 extern json_t *notify_fcm_request(json_t *message, const char *token,
@@ -90,24 +89,6 @@ static const char *const fcm_secret_keys[] = {
 	"service_account.private_key", "service_account", NULL
 };
 
-static bool
-is_http_url(const char *s)
-{
-	return s != NULL &&
-		((strncasecmp(s, "http://", 7) == 0 && s[7] != '\0') ||
-		 (strncasecmp(s, "https://", 8) == 0 && s[8] != '\0'));
-}
-
-static const char *
-obj_string(json_t *obj, const char *key)
-{
-	json_t	   *v = json_object_get(obj, key);
-
-	if (json_is_string(v) && json_string_length(v) > 0)
-		return json_string_value(v);
-	return NULL;
-}
-
 /*
  * The service account as an object (a new reference), whether the config
  * holds an object or the downloaded JSON file's text.  NULL when missing
@@ -135,18 +116,18 @@ service_account(json_t *config)
 static const char *
 project_id(json_t *config, json_t *sa)
 {
-	const char *p = obj_string(config, "project_id");
+	const char *p = notify_json_nonempty(config, "project_id");
 
-	return p ? p : obj_string(sa, "project_id");
+	return p ? p : notify_json_nonempty(sa, "project_id");
 }
 
 static const char *
 token_uri(json_t *config, json_t *sa)
 {
-	const char *t = obj_string(config, "token_uri");
+	const char *t = notify_json_nonempty(config, "token_uri");
 
 	if (t == NULL)
-		t = obj_string(sa, "token_uri");
+		t = notify_json_nonempty(sa, "token_uri");
 	return t ? t : FCM_TOKEN_URI;
 }
 
@@ -166,24 +147,26 @@ fcm_check_config(json_t *config)
 	if (sa == NULL)
 		return strdup("fcm config needs \"service_account\": the service account JSON (an object, or its text)");
 
-	if (obj_string(sa, "client_email") == NULL)
+	if (notify_json_nonempty(sa, "client_email") == NULL)
 		problem = strdup("fcm \"service_account\" has no \"client_email\"");
-	else if (obj_string(sa, "private_key") == NULL)
+	else if (notify_json_nonempty(sa, "private_key") == NULL)
 		problem = strdup("fcm \"service_account\" has no \"private_key\"");
 	else if ((pid = project_id(config, sa)) == NULL)
 		problem = strdup("fcm config needs \"project_id\" (in \"service_account\" or beside it)");
 	else if (strspn(pid, PROJECT_ID_CHARS) != strlen(pid))
 		problem = strdup("fcm \"project_id\" has characters a project id cannot have");
-	else if (!is_http_url(token_uri(config, sa)))
+	else if (!notify_is_http_url(token_uri(config, sa)))
 		problem = strdup("fcm \"token_uri\" must be an http:// or https:// URL");
-	else if ((s = obj_string(config, "endpoint")) != NULL && !is_http_url(s))
+	else if ((s = notify_json_nonempty(config, "endpoint")) != NULL &&
+			 !notify_is_http_url(s))
 		problem = strdup("fcm \"endpoint\" must be an http:// or https:// URL");
 	else if (json_object_get(config, "ca_file") != NULL &&
 			 !json_is_string(json_object_get(config, "ca_file")))
 		problem = strdup("fcm \"ca_file\" must be a string");
 	else
 	{
-		key = notify_load_private_key(obj_string(sa, "private_key"), errbuf);
+		key = notify_load_private_key(notify_json_nonempty(sa, "private_key"),
+									  errbuf);
 		if (key == NULL)
 			problem = strdup("fcm \"service_account\".\"private_key\" is not a usable PEM private key");
 		EVP_PKEY_free(key);
@@ -212,9 +195,6 @@ fcm_create(json_t *config, char **err)
 {
 	FcmState   *st;
 	const char *endpoint;
-	const char *pid;
-	size_t		elen;
-	size_t		len;
 	char		errbuf[NOTIFY_ERRBUF];
 
 	*err = fcm_check_config(config);
@@ -234,9 +214,10 @@ fcm_create(json_t *config, char **err)
 		*err = strdup("out of memory");
 		return NULL;
 	}
-	st->client_email = obj_string(st->sa, "client_email");
+	st->client_email = notify_json_nonempty(st->sa, "client_email");
 	st->token_uri = token_uri(config, st->sa);
-	st->key = notify_load_private_key(obj_string(st->sa, "private_key"), errbuf);
+	st->key = notify_load_private_key(notify_json_nonempty(st->sa, "private_key"),
+									  errbuf);
 	if (st->key == NULL)
 	{
 		fcm_destroy(st);
@@ -244,23 +225,18 @@ fcm_create(json_t *config, char **err)
 		return NULL;
 	}
 
-	endpoint = obj_string(config, "endpoint");
+	endpoint = notify_json_nonempty(config, "endpoint");
 	if (endpoint == NULL)
 		endpoint = FCM_ENDPOINT;
-	elen = strlen(endpoint);
-	while (elen > 0 && endpoint[elen - 1] == '/')
-		elen--;
-	pid = project_id(config, st->sa);
-	len = elen + strlen(pid) + 64;
-	st->send_url = malloc(len);
+	st->send_url = notify_endpoint_url(endpoint,
+									   "/v1/projects/%s/messages:send",
+									   project_id(config, st->sa));
 	if (st->send_url == NULL)
 	{
 		fcm_destroy(st);
 		*err = strdup("out of memory");
 		return NULL;
 	}
-	snprintf(st->send_url, len, "%.*s/v1/projects/%s/messages:send",
-			 (int) elen, endpoint, pid);
 	return st;
 }
 
@@ -273,7 +249,7 @@ fcm_create(json_t *config, char **err)
 static void
 copy_string(json_t *dst, const char *dstkey, json_t *src, const char *key)
 {
-	const char *s = obj_string(src, key);
+	const char *s = notify_json_nonempty(src, key);
 
 	if (s != NULL)
 		json_object_set_new(dst, dstkey, json_string(s));
@@ -393,8 +369,8 @@ notify_fcm_request(json_t *message, const char *token, int priority,
 		*err = strdup("push message must be a JSON object");
 		return NULL;
 	}
-	visible = obj_string(message, "title") != NULL ||
-		obj_string(message, "body") != NULL;
+	visible = notify_json_nonempty(message, "title") != NULL ||
+		notify_json_nonempty(message, "body") != NULL;
 	background = json_is_true(json_object_get(message, "content_available"));
 	if (!visible && !background)
 	{
@@ -406,9 +382,9 @@ notify_fcm_request(json_t *message, const char *token, int priority,
 	else if (json_is_integer(json_object_get(message, "ttl")) &&
 			 json_integer_value(json_object_get(message, "ttl")) >= 0)
 		ttl = (long long) json_integer_value(json_object_get(message, "ttl"));
-	collapse = obj_string(message, "collapse_id");
-	image = obj_string(message, "image");
-	url = obj_string(message, "url");
+	collapse = notify_json_nonempty(message, "collapse_id");
+	image = notify_json_nonempty(message, "image");
+	url = notify_json_nonempty(message, "url");
 
 	msg = json_object();
 	if (token != NULL)
@@ -482,7 +458,7 @@ notify_fcm_request(json_t *message, const char *token, int priority,
 	json_object_set_new(apns, "headers", apns_headers);
 
 	aps = json_object();
-	if (obj_string(message, "subtitle") != NULL && visible)
+	if (notify_json_nonempty(message, "subtitle") != NULL && visible)
 	{
 		json_t	   *alert = json_object();
 
@@ -583,21 +559,6 @@ fcm_payload_size(json_t *message, long *limit, char **err)
  * ---------------------------------------------------------------------
  */
 
-static size_t
-token_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	NotifyBuf  *buf = (NotifyBuf *) userdata;
-	size_t		n = size * nmemb;
-
-	if (buf->len < TOKEN_RESPONSE_CAP)
-	{
-		size_t		room = TOKEN_RESPONSE_CAP - buf->len;
-
-		notify_buf_append(buf, ptr, n < room ? n : room);
-	}
-	return n;
-}
-
 /*
  * Exchange a fresh service-account JWT for an access token.  Returns
  * true with st->access_token set, or false with err filled in (never
@@ -671,19 +632,14 @@ mint_token(FcmState *st, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		goto done;
 	}
-	curl_easy_setopt(easy, CURLOPT_URL, st->token_uri);
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, form);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) strlen(form));
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, token_write_cb);
+	notify_http_post(easy, st->token_uri, form, strlen(form), headers,
+					 st->config);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, notify_buf_write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, (void *) &response);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, curl_err);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, TOKEN_TIMEOUT_MS);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, TOKEN_CONNECT_MS);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	notify_http_common(easy, st->config);
 
 	rc = curl_easy_perform(easy);
 	if (rc != CURLE_OK)
@@ -693,15 +649,13 @@ mint_token(FcmState *st, char *err, size_t errlen)
 		goto done;
 	}
 	curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-	if (response.data != NULL)
-		answer = json_loadb(response.data, response.len, 0, NULL);
+	answer = notify_buf_json_object(&response);
 
-	if (status == 200 && json_is_object(answer) &&
-		obj_string(answer, "access_token") != NULL)
+	if (status == 200 && notify_json_nonempty(answer, "access_token") != NULL)
 	{
 		json_t	   *exp = json_object_get(answer, "expires_in");
 		long long	expires_in = 3600;
-		char	   *token = strdup(obj_string(answer, "access_token"));
+		char	   *token = strdup(notify_json_nonempty(answer, "access_token"));
 
 		if (token == NULL)
 		{
@@ -724,17 +678,16 @@ mint_token(FcmState *st, char *err, size_t errlen)
 	else
 	{
 		/* OAuth errors: {"error":"invalid_grant","error_description":...} */
-		const char *e = json_is_object(answer) ? obj_string(answer, "error") : NULL;
-		const char *desc = json_is_object(answer) ?
-			obj_string(answer, "error_description") : NULL;
+		const char *e = notify_json_nonempty(answer, "error");
+		const char *desc = notify_json_nonempty(answer, "error_description");
 		char		text[201];
 
-		if (e == NULL && json_is_object(answer) &&
-			json_is_object(json_object_get(answer, "error")))
+		if (e == NULL && json_is_object(json_object_get(answer, "error")))
 		{
 			/* Google JSON error shape */
-			e = obj_string(json_object_get(answer, "error"), "status");
-			desc = obj_string(json_object_get(answer, "error"), "message");
+			e = notify_json_nonempty(json_object_get(answer, "error"), "status");
+			desc = notify_json_nonempty(json_object_get(answer, "error"),
+										"message");
 		}
 		if (e != NULL)
 		{
@@ -748,8 +701,7 @@ mint_token(FcmState *st, char *err, size_t errlen)
 		}
 		else
 		{
-			notify_printable_copy(text, sizeof(text), response.data,
-								  response.len < 200 ? response.len : 200);
+			notify_response_snippet(text, sizeof(text), &response);
 			snprintf(err, errlen, "HTTP %ld%s%s", status, text[0] ? ": " : "",
 					 text);
 		}
@@ -863,14 +815,8 @@ fcm_prepare(void *arg, NotifyDelivery *d)
 		return false;
 	}
 
-	curl_easy_setopt(d->easy, CURLOPT_URL, st->send_url);
-	curl_easy_setopt(d->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(d->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(d->easy, CURLOPT_POSTFIELDS, d->body);
-	curl_easy_setopt(d->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-					 (curl_off_t) d->body_len);
-	curl_easy_setopt(d->easy, CURLOPT_HTTPHEADER, d->headers);
-	notify_http_common(d->easy, st->config);
+	notify_http_post(d->easy, st->send_url, d->body, d->body_len, d->headers,
+					 st->config);
 	return true;
 }
 
@@ -903,7 +849,7 @@ about_token(const char *message, json_t *details)
 
 		json_array_foreach(violations, j, fv)
 		{
-			const char *field = obj_string(fv, "field");
+			const char *field = notify_json_nonempty(fv, "field");
 
 			if (field != NULL && strcmp(field, "message.token") == 0)
 				return true;
@@ -917,7 +863,7 @@ fcm_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 {
 	FcmState   *st = (FcmState *) arg;
 	long		status = d->http_status;
-	json_t	   *answer = NULL;
+	json_t	   *answer;
 	json_t	   *error;
 	json_t	   *details;
 	const char *gstatus;
@@ -930,12 +876,11 @@ fcm_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 	if (rc != CURLE_OK)
 		return;					/* the engine's RETRY stands */
 
-	if (d->response.data != NULL)
-		answer = json_loadb(d->response.data, d->response.len, 0, NULL);
+	answer = notify_buf_json_object(&d->response);
 
 	if (status == 200)
 	{
-		const char *name = json_is_object(answer) ? obj_string(answer, "name") : NULL;
+		const char *name = notify_json_nonempty(answer, "name");
 
 		d->outcome = NOTIFY_OUTCOME_SENT;
 		d->error[0] = '\0';
@@ -946,15 +891,15 @@ fcm_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 		return;
 	}
 
-	error = json_is_object(answer) ? json_object_get(answer, "error") : NULL;
-	gstatus = obj_string(error, "status");
-	gmessage = obj_string(error, "message");
+	error = json_object_get(answer, "error");
+	gstatus = notify_json_nonempty(error, "status");
+	gmessage = notify_json_nonempty(error, "message");
 	details = json_object_get(error, "details");
 	json_array_foreach(details, i, detail)
 	{
-		if (obj_string(detail, "errorCode") != NULL)
+		if (notify_json_nonempty(detail, "errorCode") != NULL)
 		{
-			code = obj_string(detail, "errorCode");
+			code = notify_json_nonempty(detail, "errorCode");
 			break;
 		}
 	}
@@ -964,8 +909,7 @@ fcm_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 		notify_printable_copy(message, sizeof(message), gmessage,
 							  strlen(gmessage));
 	else
-		notify_printable_copy(message, sizeof(message), d->response.data,
-							  d->response.len < 200 ? d->response.len : 200);
+		notify_response_snippet(message, sizeof(message), &d->response);
 
 #define FCM_ERR(outcome) \
 	notify_set_error(d, (outcome), "fcm %ld %s: %s", status, \

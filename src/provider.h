@@ -190,21 +190,56 @@ extern const NotifyProviderOps notify_twilio_ops;
 extern const NotifyProviderOps notify_smtp_ops;
 extern const NotifyProviderOps notify_webhook_ops;
 
-/* Helpers shared by the providers (providers.c). */
-extern void notify_buf_append(NotifyBuf *buf, const char *data, size_t len);
-extern void notify_buf_free(NotifyBuf *buf);
-extern void notify_set_error(NotifyDelivery *d, NotifyOutcome outcome,
-							 const char *fmt,...)
-			__attribute__((format(printf, 3, 4)));
-
-/*
- * Copy at most srclen bytes of a service's answer into dst (dstlen bytes,
- * always NUL-terminated) for an error message: control characters and
- * non-ASCII bytes become '?' or a space, so the text is safe in a log line
- * and valid UTF-8 in an outbox row.
+/* ----------------------------------------------------------------
+ * Helpers shared by the providers (providers.c)
+ * ----------------------------------------------------------------
  */
-extern void notify_printable_copy(char *dst, size_t dstlen, const char *src,
-								  size_t srclen);
+
+/* Response bodies and headers beyond this many bytes are discarded. */
+#define NOTIFY_RESPONSE_CAP (64 * 1024)
+
+/* Bytes of a response body quoted in an error message, at most. */
+#define NOTIFY_SNIPPET_MAX	200
+
+/* Buffers. */
+
+/* Append len bytes to buf, NUL-terminated (dropped when out of memory). */
+extern void notify_buf_append(NotifyBuf *buf, const char *data, size_t len);
+/* Free buf's data and leave it empty. */
+extern void notify_buf_free(NotifyBuf *buf);
+/* Append value URL-escaped by curl; false when curl cannot escape it. */
+extern bool notify_buf_append_escaped(CURL *easy, NotifyBuf *buf,
+									  const char *value);
+/* curl write/header callback into a NotifyBuf, up to NOTIFY_RESPONSE_CAP. */
+extern size_t notify_buf_write_cb(char *ptr, size_t size, size_t nmemb,
+								  void *userdata);
+/* The buffer parsed as a JSON object (a new reference), or NULL. */
+extern json_t *notify_buf_json_object(const NotifyBuf *buf);
+
+/* Strings, configs and messages. */
+
+/* printf into a malloc'd string (at most NOTIFY_ERROR_LEN - 1 bytes). */
+extern char *notify_strdupf(const char *fmt,...)
+			__attribute__((format(printf, 1, 2)));
+/* obj[key] when it is a string (maybe empty), else NULL. */
+extern const char *notify_json_string(json_t *obj, const char *key);
+/* obj[key] when it is a non-empty string, else NULL. */
+extern const char *notify_json_nonempty(json_t *obj, const char *key);
+/* A push message string field, NULL if unset; false and *err if no string. */
+extern bool notify_msg_str(json_t *message, const char *key, const char **out,
+						   char **err);
+/* A push message flag: true, 1, "true" or "1" set it. */
+extern bool notify_msg_flag(json_t *message, const char *key);
+/* NULL when every one of keys in config is a string, else a complaint. */
+extern char *notify_check_string_keys(json_t *config, const char *kind,
+									  const char *const *keys);
+/* An http:// or https:// URL with something after the scheme. */
+extern bool notify_is_http_url(const char *s);
+/* The endpoint without trailing slashes, then the formatted path; malloc'd. */
+extern char *notify_endpoint_url(const char *endpoint, const char *fmt,...)
+			__attribute__((format(printf, 2, 3)));
+
+/* Requests. */
 
 /*
  * Append one formatted header line ("Name: value") to *list.  Returns
@@ -222,6 +257,13 @@ extern bool notify_add_header(struct curl_slist **list, const char *fmt,...)
  */
 extern void notify_http_common(CURL *easy, json_t *config);
 
+/* A POST of body with headers to url (http/https only), plus http_common. */
+extern void notify_http_post(CURL *easy, const char *url, const char *body,
+							 size_t len, struct curl_slist *headers,
+							 json_t *config);
+
+/* Answers and outcomes. */
+
 /* Retry classification shared by HTTP providers: 408, 425, 429, 5xx. */
 extern bool notify_http_status_transient(long status);
 
@@ -231,6 +273,28 @@ extern bool notify_http_status_transient(long status);
  * absent or unparseable.
  */
 extern int	notify_parse_retry_after(const NotifyBuf *headers);
+
+/* A header's trimmed value in the last response, into out; false if absent. */
+extern bool notify_response_header(const NotifyBuf *headers, const char *name,
+								   char *out, size_t outlen);
+
+/*
+ * Copy at most srclen bytes of a service's answer into dst (dstlen bytes,
+ * always NUL-terminated) for an error message: control characters and
+ * non-ASCII bytes become '?' or a space, so the text is safe in a log line
+ * and valid UTF-8 in an outbox row.
+ */
+extern void notify_printable_copy(char *dst, size_t dstlen, const char *src,
+								  size_t srclen);
+
+/* The first NOTIFY_SNIPPET_MAX bytes of a response body, made printable. */
+extern void notify_response_snippet(char *dst, size_t dstlen,
+									const NotifyBuf *buf);
+
+/* Set the outcome of a delivery and the reason for it. */
+extern void notify_set_error(NotifyDelivery *d, NotifyOutcome outcome,
+							 const char *fmt,...)
+			__attribute__((format(printf, 3, 4)));
 
 /* Engine (engine.c). */
 typedef struct NotifyEngine NotifyEngine;

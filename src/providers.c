@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * providers.c
- *	  The registry of provider kinds and the small helpers every provider
- *	  shares: growable buffers, error formatting, the HTTP settings common
- *	  to all of them, retry classification and Retry-After parsing.
+ *	  The registry of provider kinds and the small helpers the providers
+ *	  share: growable buffers (and the curl callback that fills them),
+ *	  error formatting, config and message field lookups, endpoint URLs,
+ *	  the HTTP settings common to all of them, retry classification, and
+ *	  the reading of answers (JSON bodies, response headers, Retry-After).
  *
  * This file owns no transfer and no provider state: it does not know how
  * any one service speaks (that is apns.c, fcm.c, ...) nor how transfers
@@ -359,7 +361,8 @@ notify_msg_str(json_t *message, const char *key, const char **out,
 		return true;
 	if (!json_is_string(v))
 	{
-		*err = notify_strdupf("push message field \"%s\" must be a string", key);
+		*err = notify_strdupf("push message field \"%s\" must be a string",
+							  key);
 		return false;
 	}
 	if (json_string_length(v) > 0)

@@ -59,16 +59,6 @@ typedef struct SmtpState
 
 static const char *const smtp_secret_keys[] = {"password", NULL};
 
-static const char *
-config_string(json_t *config, const char *key)
-{
-	json_t	   *v = json_object_get(config, key);
-
-	if (json_is_string(v) && json_string_length(v) > 0)
-		return json_string_value(v);
-	return NULL;
-}
-
 /*
  * A plain addr-spec we are willing to put in an envelope and a header:
  * printable ASCII, one '@', no spaces, brackets, quotes or separators.
@@ -128,10 +118,10 @@ is_local_host(const char *host)
 static char *
 smtp_endpoint(json_t *config, char **url_out, long *use_ssl)
 {
-	const char *endpoint = config_string(config, "endpoint");
-	const char *tls = config_string(config, "tls");
-	const char *helo = config_string(config, "helo");
-	const char *from = config_string(config, "from");
+	const char *endpoint = notify_json_nonempty(config, "endpoint");
+	const char *tls = notify_json_nonempty(config, "tls");
+	const char *helo = notify_json_nonempty(config, "helo");
+	const char *from = notify_json_nonempty(config, "from");
 	CURLU	   *u;
 	char	   *scheme = NULL;
 	char	   *host = NULL;
@@ -264,36 +254,26 @@ smtp_check_config(json_t *config)
 	};
 	const char *s;
 	long		use_ssl;
-	int			i;
+	char	   *problem;
 
 	if (!json_is_object(config))
 		return strdup("smtp config must be a JSON object");
-	for (i = 0; string_keys[i]; i++)
-	{
-		json_t	   *v = json_object_get(config, string_keys[i]);
+	problem = notify_check_string_keys(config, "smtp", string_keys);
+	if (problem != NULL)
+		return problem;
 
-		if (v != NULL && !json_is_string(v))
-		{
-			char		msg[100];
-
-			snprintf(msg, sizeof(msg), "smtp \"%s\" must be a string",
-					 string_keys[i]);
-			return strdup(msg);
-		}
-	}
-
-	if (!valid_address(config_string(config, "from")))
+	if (!valid_address(notify_json_nonempty(config, "from")))
 		return strdup("smtp config needs \"from\", a plain address (name@example.com)");
-	s = config_string(config, "reply_to");
+	s = notify_json_nonempty(config, "reply_to");
 	if (s != NULL && !valid_address(s))
 		return strdup("smtp \"reply_to\" must be a plain address");
-	if (config_string(config, "password") != NULL &&
-		config_string(config, "username") == NULL)
+	if (notify_json_nonempty(config, "password") != NULL &&
+		notify_json_nonempty(config, "username") == NULL)
 		return strdup("smtp \"password\" needs \"username\"");
-	s = config_string(config, "from_name");
+	s = notify_json_nonempty(config, "from_name");
 	if (s != NULL && (strchr(s, '\r') || strchr(s, '\n')))
 		return strdup("smtp \"from_name\" must be one line");
-	s = config_string(config, "unsubscribe_url");
+	s = notify_json_nonempty(config, "unsubscribe_url");
 	if (s != NULL &&
 		strncasecmp(s, "https://", 8) != 0 && strncasecmp(s, "http://", 7) != 0 &&
 		strncasecmp(s, "mailto:", 7) != 0)
@@ -337,12 +317,12 @@ smtp_create(json_t *config, char **err)
 		smtp_destroy(st);
 		return NULL;
 	}
-	st->username = config_string(config, "username");
-	st->password = config_string(config, "password");
-	st->from = config_string(config, "from");
-	st->from_name = config_string(config, "from_name");
-	st->reply_to = config_string(config, "reply_to");
-	st->unsubscribe_url = config_string(config, "unsubscribe_url");
+	st->username = notify_json_nonempty(config, "username");
+	st->password = notify_json_nonempty(config, "password");
+	st->from = notify_json_nonempty(config, "from");
+	st->from_name = notify_json_nonempty(config, "from_name");
+	st->reply_to = notify_json_nonempty(config, "reply_to");
+	st->unsubscribe_url = notify_json_nonempty(config, "unsubscribe_url");
 	return st;
 }
 
@@ -550,15 +530,11 @@ unsubscribe_for(CURL *easy, const char *tmpl, const char *recipient,
 		}
 		if (value != NULL)
 		{
-			char	   *esc = curl_easy_escape(easy, value, (int) strlen(value));
-
-			if (esc == NULL)
+			if (!notify_buf_append_escaped(easy, &out, value))
 			{
 				notify_buf_free(&out);
 				return NULL;
 			}
-			notify_buf_append(&out, esc, strlen(esc));
-			curl_free(esc);
 			p += skip;
 		}
 		else

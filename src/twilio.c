@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "provider.h"
 
@@ -81,24 +80,6 @@ valid_e164(const char *s)
 	return n >= 1 && n <= 15;
 }
 
-static bool
-is_http_url(const char *s)
-{
-	return s != NULL &&
-		((strncasecmp(s, "http://", 7) == 0 && s[7] != '\0') ||
-		 (strncasecmp(s, "https://", 8) == 0 && s[8] != '\0'));
-}
-
-static const char *
-config_string(json_t *config, const char *key)
-{
-	json_t	   *v = json_object_get(config, key);
-
-	if (json_is_string(v) && json_string_length(v) > 0)
-		return json_string_value(v);
-	return NULL;
-}
-
 static char *
 twilio_check_config(json_t *config)
 {
@@ -107,51 +88,41 @@ twilio_check_config(json_t *config)
 		"account_sid", "auth_token", "api_key_sid", "api_key_secret", "from",
 		"messaging_service_sid", "status_callback", "endpoint", "ca_file", NULL
 	};
-	int			i;
+	char	   *problem;
 
 	if (!json_is_object(config))
 		return strdup("twilio config must be a JSON object");
+	problem = notify_check_string_keys(config, "twilio", string_keys);
+	if (problem != NULL)
+		return problem;
 
-	for (i = 0; string_keys[i]; i++)
-	{
-		json_t	   *v = json_object_get(config, string_keys[i]);
-
-		if (v != NULL && !json_is_string(v))
-		{
-			char		msg[100];
-
-			snprintf(msg, sizeof(msg), "twilio \"%s\" must be a string",
-					 string_keys[i]);
-			return strdup(msg);
-		}
-	}
-
-	if (!valid_sid(config_string(config, "account_sid"), "AC"))
+	if (!valid_sid(notify_json_nonempty(config, "account_sid"), "AC"))
 		return strdup("twilio config needs \"account_sid\" (AC followed by letters and digits)");
 
-	if (config_string(config, "api_key_sid") != NULL ||
-		config_string(config, "api_key_secret") != NULL)
+	if (notify_json_nonempty(config, "api_key_sid") != NULL ||
+		notify_json_nonempty(config, "api_key_secret") != NULL)
 	{
-		if (!valid_sid(config_string(config, "api_key_sid"), "SK"))
+		if (!valid_sid(notify_json_nonempty(config, "api_key_sid"), "SK"))
 			return strdup("twilio \"api_key_sid\" must be an SK... sid");
-		if (config_string(config, "api_key_secret") == NULL)
+		if (notify_json_nonempty(config, "api_key_secret") == NULL)
 			return strdup("twilio \"api_key_sid\" needs \"api_key_secret\"");
 	}
-	else if (config_string(config, "auth_token") == NULL)
+	else if (notify_json_nonempty(config, "auth_token") == NULL)
 		return strdup("twilio config needs \"auth_token\", or \"api_key_sid\" and \"api_key_secret\"");
 
-	s = config_string(config, "from");
-	if (s == NULL && config_string(config, "messaging_service_sid") == NULL)
+	s = notify_json_nonempty(config, "from");
+	if (s == NULL &&
+		notify_json_nonempty(config, "messaging_service_sid") == NULL)
 		return strdup("twilio config needs \"from\" or \"messaging_service_sid\"");
-	if (config_string(config, "messaging_service_sid") != NULL &&
-		!valid_sid(config_string(config, "messaging_service_sid"), "MG"))
+	if (notify_json_nonempty(config, "messaging_service_sid") != NULL &&
+		!valid_sid(notify_json_nonempty(config, "messaging_service_sid"), "MG"))
 		return strdup("twilio \"messaging_service_sid\" must be an MG... sid");
 
-	s = config_string(config, "status_callback");
-	if (s != NULL && !is_http_url(s))
+	s = notify_json_nonempty(config, "status_callback");
+	if (s != NULL && !notify_is_http_url(s))
 		return strdup("twilio \"status_callback\" must be an http:// or https:// URL");
-	s = config_string(config, "endpoint");
-	if (s != NULL && !is_http_url(s))
+	s = notify_json_nonempty(config, "endpoint");
+	if (s != NULL && !notify_is_http_url(s))
 		return strdup("twilio \"endpoint\" must be an http:// or https:// URL");
 	return NULL;
 }
@@ -174,8 +145,6 @@ twilio_create(json_t *config, char **err)
 	TwilioState *st;
 	const char *endpoint;
 	const char *sid;
-	size_t		elen;
-	size_t		len;
 
 	*err = twilio_check_config(config);
 	if (*err != NULL)
@@ -189,37 +158,33 @@ twilio_create(json_t *config, char **err)
 	}
 	st->config = json_incref(config);
 
-	endpoint = config_string(config, "endpoint");
+	endpoint = notify_json_nonempty(config, "endpoint");
 	if (endpoint == NULL)
 		endpoint = TWILIO_ENDPOINT;
-	elen = strlen(endpoint);
-	while (elen > 0 && endpoint[elen - 1] == '/')
-		elen--;
-	sid = config_string(config, "account_sid");
-	len = elen + strlen(sid) + 64;
-	st->url = malloc(len);
+	sid = notify_json_nonempty(config, "account_sid");
+	st->url = notify_endpoint_url(endpoint,
+								  "/2010-04-01/Accounts/%s/Messages.json",
+								  sid);
 	if (st->url == NULL)
 	{
 		twilio_destroy(st);
 		*err = strdup("out of memory");
 		return NULL;
 	}
-	snprintf(st->url, len, "%.*s/2010-04-01/Accounts/%s/Messages.json",
-			 (int) elen, endpoint, sid);
 
-	if (config_string(config, "api_key_sid") != NULL)
+	if (notify_json_nonempty(config, "api_key_sid") != NULL)
 	{
-		st->username = config_string(config, "api_key_sid");
-		st->password = config_string(config, "api_key_secret");
+		st->username = notify_json_nonempty(config, "api_key_sid");
+		st->password = notify_json_nonempty(config, "api_key_secret");
 	}
 	else
 	{
 		st->username = sid;
-		st->password = config_string(config, "auth_token");
+		st->password = notify_json_nonempty(config, "auth_token");
 	}
-	st->from = config_string(config, "from");
-	st->service_sid = config_string(config, "messaging_service_sid");
-	st->status_callback = config_string(config, "status_callback");
+	st->from = notify_json_nonempty(config, "from");
+	st->service_sid = notify_json_nonempty(config, "messaging_service_sid");
+	st->status_callback = notify_json_nonempty(config, "status_callback");
 	return st;
 }
 
@@ -227,17 +192,11 @@ twilio_create(json_t *config, char **err)
 static bool
 form_add(CURL *easy, NotifyBuf *buf, const char *name, const char *value)
 {
-	char	   *esc = curl_easy_escape(easy, value, (int) strlen(value));
-
-	if (esc == NULL)
-		return false;
 	if (buf->len > 0)
 		notify_buf_append(buf, "&", 1);
 	notify_buf_append(buf, name, strlen(name));
 	notify_buf_append(buf, "=", 1);
-	notify_buf_append(buf, esc, strlen(esc));
-	curl_free(esc);
-	return buf->data != NULL;
+	return notify_buf_append_escaped(easy, buf, value) && buf->data != NULL;
 }
 
 static bool
@@ -288,17 +247,11 @@ twilio_prepare(void *arg, NotifyDelivery *d)
 		return false;
 	}
 
-	curl_easy_setopt(d->easy, CURLOPT_URL, st->url);
-	curl_easy_setopt(d->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	notify_http_post(d->easy, st->url, d->body, d->body_len, d->headers,
+					 st->config);
 	curl_easy_setopt(d->easy, CURLOPT_HTTPAUTH, (long) CURLAUTH_BASIC);
 	curl_easy_setopt(d->easy, CURLOPT_USERNAME, st->username);
 	curl_easy_setopt(d->easy, CURLOPT_PASSWORD, st->password);
-	curl_easy_setopt(d->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(d->easy, CURLOPT_POSTFIELDS, d->body);
-	curl_easy_setopt(d->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-					 (curl_off_t) d->body_len);
-	curl_easy_setopt(d->easy, CURLOPT_HTTPHEADER, d->headers);
-	notify_http_common(d->easy, st->config);
 	return true;
 }
 
@@ -317,7 +270,7 @@ static void
 twilio_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 {
 	long		status = d->http_status;
-	json_t	   *answer = NULL;
+	json_t	   *answer;
 	long		code;
 	char		message[256];
 	char		codestr[32];
@@ -325,13 +278,7 @@ twilio_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 	if (rc != CURLE_OK)
 		return;					/* the engine's RETRY stands */
 
-	if (d->response.data != NULL)
-		answer = json_loadb(d->response.data, d->response.len, 0, NULL);
-	if (!json_is_object(answer))
-	{
-		json_decref(answer);
-		answer = NULL;
-	}
+	answer = notify_buf_json_object(&d->response);
 
 	if (status >= 200 && status <= 299)
 	{
@@ -357,8 +304,7 @@ twilio_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 			notify_printable_copy(message, sizeof(message),
 								  json_string_value(m), json_string_length(m));
 		else
-			notify_printable_copy(message, sizeof(message), d->response.data,
-								  d->response.len < 200 ? d->response.len : 200);
+			notify_response_snippet(message, sizeof(message), &d->response);
 	}
 	json_decref(answer);
 

@@ -51,14 +51,6 @@ static const char *const reserved_headers[] = {
 	"x-notify-signature", "x-notify-timestamp", NULL
 };
 
-static bool
-is_http_url(const char *s)
-{
-	return s != NULL &&
-		((strncasecmp(s, "http://", 7) == 0 && s[7] != '\0') ||
-		 (strncasecmp(s, "https://", 8) == 0 && s[8] != '\0'));
-}
-
 /* An RFC 9110 token: the characters a header name may use. */
 static bool
 valid_header_name(const char *s)
@@ -155,7 +147,7 @@ webhook_check_config(json_t *config)
 	v = json_object_get(config, "endpoint");
 	if (!json_is_string(v))
 		return strdup("webhook config needs \"endpoint\" (an http:// or https:// URL)");
-	if (!is_http_url(json_string_value(v)))
+	if (!notify_is_http_url(json_string_value(v)))
 		return strdup("webhook \"endpoint\" must be an http:// or https:// URL");
 
 	v = json_object_get(config, "secret");
@@ -240,7 +232,7 @@ webhook_prepare(void *arg, NotifyDelivery *d)
 	}
 
 	/* a per-recipient URL (the destination) wins over the configured one */
-	url = is_http_url(d->destination) ? d->destination : st->endpoint;
+	url = notify_is_http_url(d->destination) ? d->destination : st->endpoint;
 
 	d->body = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
 	if (d->body == NULL)
@@ -320,14 +312,8 @@ webhook_prepare(void *arg, NotifyDelivery *d)
 		return false;
 	}
 
-	curl_easy_setopt(d->easy, CURLOPT_URL, url);
-	curl_easy_setopt(d->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(d->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(d->easy, CURLOPT_POSTFIELDS, d->body);
-	curl_easy_setopt(d->easy, CURLOPT_POSTFIELDSIZE_LARGE,
-					 (curl_off_t) d->body_len);
-	curl_easy_setopt(d->easy, CURLOPT_HTTPHEADER, d->headers);
-	notify_http_common(d->easy, st->config);
+	notify_http_post(d->easy, url, d->body, d->body_len, d->headers,
+					 st->config);
 	return true;
 }
 
@@ -341,15 +327,14 @@ webhook_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 
 	if (status >= 200 && status <= 299)
 	{
-		json_t	   *answer = NULL;
+		json_t	   *answer;
 		json_t	   *id;
 
 		d->outcome = NOTIFY_OUTCOME_SENT;
 		d->error[0] = '\0';
 		d->provider_id[0] = '\0';
-		if (d->response.data != NULL)
-			answer = json_loadb(d->response.data, d->response.len, 0, NULL);
-		id = json_is_object(answer) ? json_object_get(answer, "id") : NULL;
+		answer = notify_buf_json_object(&d->response);
+		id = json_object_get(answer, "id");
 		if (json_is_string(id))
 			notify_printable_copy(d->provider_id, sizeof(d->provider_id),
 								  json_string_value(id), json_string_length(id));
@@ -370,8 +355,7 @@ webhook_finish(void *arg, NotifyDelivery *d, CURLcode rc)
 	{
 		char		text[201];
 
-		notify_printable_copy(text, sizeof(text), d->response.data,
-							  d->response.len < 200 ? d->response.len : 200);
+		notify_response_snippet(text, sizeof(text), &d->response);
 		notify_set_error(d, NOTIFY_OUTCOME_FAILED, "webhook %ld: %s", status, text);
 	}
 }

@@ -26,7 +26,6 @@
  *-------------------------------------------------------------------------
  */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,114 +71,6 @@ typedef struct WebPushSubscription
 	unsigned char p256dh[65];
 	unsigned char auth[16];
 } WebPushSubscription;
-
-/* ----------------------------------------------------------------
- * small helpers
- * ----------------------------------------------------------------
- */
-
-static char *
-wp_strdupf(const char *fmt,...)
-__attribute__((format(printf, 1, 2)));
-
-static char *
-wp_strdupf(const char *fmt,...)
-{
-	char		buf[NOTIFY_ERROR_LEN];
-	va_list		ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	return strdup(buf);
-}
-
-static const char *
-cfg_str(json_t *config, const char *key)
-{
-	json_t	   *v = json_object_get(config, key);
-
-	return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
-/* As in apns.c: NULL for absent, null or ""; false for another type. */
-static bool
-msg_str(json_t *message, const char *key, const char **out, char **err)
-{
-	json_t	   *v = json_object_get(message, key);
-
-	*out = NULL;
-	if (v == NULL || json_is_null(v))
-		return true;
-	if (!json_is_string(v))
-	{
-		*err = wp_strdupf("push message field \"%s\" must be a string", key);
-		return false;
-	}
-	if (json_string_length(v) > 0)
-		*out = json_string_value(v);
-	return true;
-}
-
-static bool
-msg_flag(json_t *message, const char *key)
-{
-	json_t	   *v = json_object_get(message, key);
-
-	if (json_is_true(v))
-		return true;
-	if (json_is_integer(v))
-		return json_integer_value(v) != 0;
-	if (json_is_string(v))
-		return strcmp(json_string_value(v), "true") == 0 ||
-			strcmp(json_string_value(v), "1") == 0;
-	return false;
-}
-
-/* Header name of the last response, trimmed, into out; false if absent. */
-static bool
-response_header(const NotifyBuf *headers, const char *name,
-				char *out, size_t outlen)
-{
-	size_t		namelen = strlen(name);
-	const char *p;
-	const char *end;
-	bool		found = false;
-
-	if (headers == NULL || headers->data == NULL)
-		return false;
-	p = headers->data;
-	end = headers->data + headers->len;
-	while (p < end)
-	{
-		const char *eol = memchr(p, '\n', end - p);
-		const char *lend = eol ? eol : end;
-
-		if (lend - p >= 5 && strncmp(p, "HTTP/", 5) == 0)
-			found = false;		/* a new response starts */
-		else if ((size_t) (lend - p) > namelen && p[namelen] == ':' &&
-			strncasecmp(p, name, namelen) == 0)
-		{
-			const char *v = p + namelen + 1;
-			const char *ve = lend;
-			size_t		n;
-
-			while (v < ve && (*v == ' ' || *v == '\t'))
-				v++;
-			while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' ||
-							  ve[-1] == '\t'))
-				ve--;
-			n = (size_t) (ve - v);
-			if (n >= outlen)
-				n = outlen - 1;
-			memcpy(out, v, n);
-			out[n] = '\0';
-			found = true;
-		}
-		p = lend + 1;
-	}
-	return found;
-}
 
 /* ----------------------------------------------------------------
  * subscription
@@ -428,12 +319,12 @@ webpush_build(json_t *message, char **err)
 
 	for (i = 0; fields[i]; i++)
 	{
-		if (!msg_str(message, fields[i], &s, err))
+		if (!notify_msg_str(message, fields[i], &s, err))
 			goto fail;
 		if (s && json_object_set_new(doc, fields[i], json_string(s)) != 0)
 			goto oom;
 	}
-	if (!msg_str(message, "collapse_id", &s, err))
+	if (!notify_msg_str(message, "collapse_id", &s, err))
 		goto fail;
 	if (s && json_object_set_new(doc, "tag", json_string(s)) != 0)
 		goto oom;
@@ -488,7 +379,7 @@ webpush_build(json_t *message, char **err)
 
 	if (json_object_get(doc, "title") == NULL &&
 		json_object_get(doc, "body") == NULL &&
-		!msg_flag(message, "content_available"))
+		!notify_msg_flag(message, "content_available"))
 	{
 		*err = strdup("push message needs a title or body");
 		goto fail;
@@ -573,7 +464,7 @@ webpush_topic(const char *collapse_id, char out[WEBPUSH_TOPIC_MAX + 1])
 static EVP_PKEY *
 webpush_load_key(json_t *config, char **err)
 {
-	const char *text = cfg_str(config, "vapid_private_key");
+	const char *text = notify_json_string(config, "vapid_private_key");
 	char		errbuf[NOTIFY_ERRBUF];
 	unsigned char pub[65];
 	EVP_PKEY   *key;
@@ -607,8 +498,8 @@ webpush_load_key(json_t *config, char **err)
 	}
 	if (key == NULL)
 	{
-		*err = wp_strdupf("webpush \"vapid_private_key\" is not usable (%s)",
-						  errbuf);
+		*err = notify_strdupf("webpush \"vapid_private_key\" is not usable (%s)",
+							  errbuf);
 		return NULL;
 	}
 	if (!notify_ec_public_raw(key, pub, errbuf))
@@ -631,7 +522,7 @@ webpush_check_config(json_t *config)
 	if (!json_is_object(config))
 		return strdup("webpush config must be a JSON object");
 
-	subject = cfg_str(config, "subject");
+	subject = notify_json_string(config, "subject");
 	if (subject == NULL ||
 		(strncmp(subject, "mailto:", 7) != 0 &&
 		 strncmp(subject, "https:", 6) != 0) ||
@@ -702,11 +593,11 @@ webpush_create(json_t *config, char **err)
 	if (!notify_ec_public_raw(st->key, pub, errbuf))
 	{
 		webpush_destroy(st);
-		*err = wp_strdupf("webpush: %s", errbuf);
+		*err = notify_strdupf("webpush: %s", errbuf);
 		return NULL;
 	}
 	st->public_b64 = notify_b64url_encode(pub, sizeof(pub));
-	st->subject = strdup(cfg_str(config, "subject"));
+	st->subject = strdup(notify_json_string(config, "subject"));
 	if (st->public_b64 == NULL || st->subject == NULL)
 	{
 		webpush_destroy(st);
@@ -829,7 +720,7 @@ webpush_prepare(void *state, NotifyDelivery *d)
 	unsigned char *body;
 	size_t		body_len = 0;
 	const char *auth;
-	const char *collapse_id = NULL;
+	const char *collapse_id;
 	char		topic[WEBPUSH_TOPIC_MAX + 1];
 	const char *urgency;
 	long long	ttl;
@@ -909,9 +800,7 @@ webpush_prepare(void *state, NotifyDelivery *d)
 	else
 		urgency = "high";
 
-	v = json_object_get(d->message, "collapse_id");
-	if (json_is_string(v) && json_string_length(v) > 0)
-		collapse_id = json_string_value(v);
+	collapse_id = notify_json_nonempty(d->message, "collapse_id");
 
 	ok = notify_add_header(&d->headers, "TTL: %lld", ttl) &&
 		notify_add_header(&d->headers, "Urgency: %s", urgency) &&
@@ -964,8 +853,8 @@ webpush_finish(void *state, NotifyDelivery *d, CURLcode rc)
 		d->outcome = NOTIFY_OUTCOME_SENT;
 		d->error[0] = '\0';
 		d->retry_after = -1;
-		if (!response_header(&d->response_headers, "location",
-							 d->provider_id, sizeof(d->provider_id)))
+		if (!notify_response_header(&d->response_headers, "location",
+									d->provider_id, sizeof(d->provider_id)))
 			d->provider_id[0] = '\0';
 		return;
 	}

@@ -201,7 +201,7 @@ is($h->{'apns-push-type'}, 'alert', 'apns-push-type alert');
 is($h->{'apns-priority'}, '10', 'apns-priority 10 for a normal-priority alert');
 is($h->{'apns-collapse-id'}, 'order-107', 'apns-collapse-id from collapse_id');
 is($h->{'apns-expiration'},
-	sql(q{SELECT extract(epoch FROM n.expires_at)::int8 FROM notify.notifications n
+	sql(q{SELECT floor(extract(epoch FROM n.expires_at))::int8 FROM notify.notifications n
 		JOIN notify.deliveries d ON d.notification_id = n.id WHERE d.provider_message_id = '} . $e->{apns_id} . q{'}),
 	'apns-expiration is expires_at in unix seconds');
 is($e->{path}, "/3/device/$t_ok", 'path carries the device token in lower case');
