@@ -180,10 +180,12 @@ sql(qq{SELECT notify_set_provider('webhook', 'webhook', jsonb_build_object(
 		'endpoint', 'http://127.0.0.1:$h2c/hook', 'h2c', true, 'secret', 'hook-secret', 'rate_limit', 20))});
 sql(q{SELECT notify_send('r1', 'ping', jsonb_build_object('n', 'rated-' || i)) FROM generate_series(1, 60) i});
 ok(NotifyTest::drain($node), 'rate-limited backlog drained');
-# 20/s with a one-second burst: 60 deliveries cannot finish in under 2 s
+# 20/s with a one-second burst: the last 40 are claimed over 2 s (sent_at
+# is taken when a batch ends, so the first batch's own delivery time comes
+# off the spread; unlimited, all 60 go out in one batch)
 cmp_ok(sql(q{SELECT extract(epoch FROM max(d.sent_at) - min(d.sent_at)) FROM notify.deliveries d
-	JOIN notify.notifications n ON n.id = d.notification_id WHERE n.params->>'n' LIKE 'rated-%'}), '>=', 1.9,
-	'60 deliveries at rate_limit 20/s took at least 2 s');
+	JOIN notify.notifications n ON n.id = d.notification_id WHERE n.params->>'n' LIKE 'rated-%'}), '>=', 1.5,
+	'60 deliveries at rate_limit 20/s were spread over about 2 s');
 sql(qq{SELECT notify_set_provider('webhook', 'webhook', jsonb_build_object(
 		'endpoint', 'http://127.0.0.1:$h2c/hook', 'h2c', true, 'secret', 'hook-secret'))});
 
