@@ -350,6 +350,16 @@ complete_delivery(NotifyEngine *engine, const NotifyProviderOps *ops,
 		 * (CURLE_HTTP2, CURLE_HTTP2_STREAM, CURLE_RECV_ERROR,
 		 * CURLE_SEND_ERROR).  finish() may make it permanent.
 		 */
+		/*
+		 * The connection went away under the request (GOAWAY, a reset
+		 * stream, a dropped socket): nothing says the provider is unwell,
+		 * so the retry need not wait for the backoff.  A server that is
+		 * down fails to connect instead, and does back off.
+		 */
+		if (rc == CURLE_HTTP2 || rc == CURLE_HTTP2_STREAM || rc == CURLE_SEND_ERROR ||
+			rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING)
+			d->retry_after = 0;
+
 		copy_redacted(detail, sizeof(detail), d->curl_error);
 		if (detail[0] != '\0')
 			notify_set_error(d, NOTIFY_OUTCOME_RETRY, "curl: %s (%s)",

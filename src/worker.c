@@ -922,6 +922,18 @@ notify_worker_main(Datum arg)
 		if (handled == 0)
 			notify_slot_set_state(my_slot, NOTIFY_WS_IDLE);
 
+		if (handled < 0 && my_slot->state == NOTIFY_WS_PAUSED)
+		{
+			/*
+			 * Paused: every committed send still sets our latch.  Look at
+			 * the provider at most every 100 ms rather than once per send;
+			 * a resume is still seen within a poll interval.
+			 */
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(100, nap), PG_WAIT_EXTENSION);
+			nap -= Min(100, nap);
+		}
+
 		if (nap > 0)
 		{
 			(void) WaitLatch(MyLatch,

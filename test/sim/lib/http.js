@@ -87,6 +87,8 @@ class H2Exchange extends Exchange {
       if (body === undefined || body === null || body.length === 0) {
         s.respond(h, { endStream: true });
       } else {
+        /* a content-length lets libcurl 7.88 finish the stream without an RST_STREAM */
+        if (h['content-length'] === undefined) h['content-length'] = Buffer.byteLength(body);
         s.respond(h);
         s.end(body);
       }
