@@ -29,7 +29,8 @@ OBJS = \
 	src/webpush.o \
 	src/twilio.o \
 	src/smtp.o \
-	src/webhook.o
+	src/webhook.o \
+	src/send.o
 
 REGRESS = setup contacts templates send providers render ops features
 REGRESS_OPTS = --outputdir=test/regress-out

@@ -193,7 +193,7 @@ CREATE TABLE notify.outbox (
 	expires_at	timestamptz,
 	last_error	text,
 	created_at	timestamptz NOT NULL DEFAULT now()
-) WITH (fillfactor = 80,
+) WITH (fillfactor = 50,		-- room on the page for a claim's new row version: HOT
 		autovacuum_vacuum_scale_factor = 0.01,
 		autovacuum_vacuum_insert_scale_factor = 0.01,
 		autovacuum_vacuum_cost_delay = 0);
@@ -294,6 +294,26 @@ CREATE FUNCTION notify._workers_loaded()
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'notify_workers_loaded'
 LANGUAGE C STABLE;
+
+/*
+ * notify_send() keeps templates, provider instances and frequency caps in
+ * memory (src/send.c); any change to them tells every session to read
+ * them again (also under session_replication_role = replica).
+ */
+CREATE FUNCTION notify._config_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'notify_config_changed'
+LANGUAGE C;
+
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON notify.templates
+	FOR EACH STATEMENT EXECUTE FUNCTION notify._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON notify.providers
+	FOR EACH STATEMENT EXECUTE FUNCTION notify._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON notify.frequency_caps
+	FOR EACH STATEMENT EXECUTE FUNCTION notify._config_changed();
+ALTER TABLE notify.templates ENABLE ALWAYS TRIGGER config_changed;
+ALTER TABLE notify.providers ENABLE ALWAYS TRIGGER config_changed;
+ALTER TABLE notify.frequency_caps ENABLE ALWAYS TRIGGER config_changed;
 
 /* ------------------------------------------------------------------------
  * Internal SQL helpers
@@ -708,6 +728,24 @@ BEGIN
 END;
 $$;
 
+/*
+ * The hot path of the product, in C (src/send.c): a few prepared
+ * statements per send, templates, providers and frequency caps kept in
+ * memory per session.
+ *
+ * Validates everything before writing anything; an idempotency key already
+ * used returns the notification that has it.  Renders every channel of the
+ * template (or of channels) that the recipient's locale chain finds:
+ * exact, language, default.  Holds back per channel opt-outs (a category
+ * row beats the channel row) and reached frequency caps: their rows are
+ * 'suppressed' and their content is not kept.  Push and sms that are not
+ * urgent (priority < 5, no send_at) wait for the end of the recipient's
+ * quiet hours.  One outbox row per destination: every active device for
+ * push, the phone for sms, the address for email, the recipient's
+ * webhook_url (else the provider's endpoint) for webhook; a missing one is
+ * a 'skipped' row.  The workers of the providers written to are woken at
+ * commit when the notification is due now.
+ */
 CREATE FUNCTION notify_send(recipient text,
 							template text,
 							params jsonb DEFAULT '{}',
@@ -718,260 +756,9 @@ CREATE FUNCTION notify_send(recipient text,
 							expires_at timestamptz DEFAULT NULL,
 							idempotency_key text DEFAULT NULL)
 RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-/*
- * The hot path of the product: every statement here runs once per send, so
- * it stays few statements, all with cached plans, and calls no SQL-language
- * function (those are re-parsed on every call).
- */
-DECLARE
-	v_params jsonb := coalesce(params, '{}');
-	v_r record;
-	v_t record;
-	v_d record;
-	v_channel text;
-	v_rendered jsonb := '{}';
-	v_versions jsonb := '{}';
-	v_found text[] := '{}';
-	v_enabled boolean;
-	v_id bigint;
-	v_due timestamptz := coalesce(send_at, now());
-	v_locales text[];
-	v_lang text;
-	v_provider text;
-	v_kind text;
-	v_dest text;
-	v_wake text[] := '{}';
-	v_checked text[] := '{}';
-	v_devices int;
-	v_held jsonb := '{}';			-- channel -> why it is not delivered
-	v_reason text;
-	v_quiet timestamptz;			-- end of the recipient's quiet hours, if now in them
-	v_channel_due timestamptz;
-BEGIN
-	/* --- validate everything before writing anything --- */
-	IF idempotency_key IS NOT NULL THEN
-		IF length(idempotency_key) > 255 OR idempotency_key = '' THEN
-			RAISE EXCEPTION 'idempotency key must be between 1 and 255 characters'
-				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Use the id of the business event that causes the notification.';
-		END IF;
-		SELECT n.id INTO v_id FROM notify.notifications n WHERE n.idempotency_key = notify_send.idempotency_key;
-		IF v_id IS NOT NULL THEN
-			RETURN v_id;
-		END IF;
-	END IF;
-	IF jsonb_typeof(v_params) <> 'object' THEN
-		RAISE EXCEPTION 'params must be a JSON object'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('Got a JSON %s.', jsonb_typeof(v_params)),
-				  HINT = 'Pass something like ''{"order_id": 42}''::jsonb.';
-	END IF;
-	IF priority IS NULL OR priority < -10 OR priority > 10 THEN
-		RAISE EXCEPTION 'priority % is out of range', priority
-			USING ERRCODE = 'numeric_value_out_of_range',
-				  HINT = 'Use -10 (lowest) to 10 (highest); 0 is normal.';
-	END IF;
-	IF expires_at IS NOT NULL AND expires_at <= v_due THEN
-		RAISE EXCEPTION 'expires_at is not after send_at'
-			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = format('send_at %s, expires_at %s.', v_due, expires_at),
-				  HINT = 'Give the notification time to be delivered: expires_at must be later than send_at (or now).';
-	END IF;
-	IF channels IS NOT NULL THEN
-		IF cardinality(channels) = 0 THEN
-			RAISE EXCEPTION 'channels is empty'
-				USING ERRCODE = 'invalid_parameter_value',
-					  HINT = 'Pass NULL to use every channel the template has, or name some.';
-		END IF;
-		FOREACH v_channel IN ARRAY channels LOOP
-			IF v_channel IS NULL OR v_channel NOT IN ('push', 'sms', 'email', 'webhook') THEN
-				RAISE EXCEPTION 'unknown channel "%"', v_channel
-					USING ERRCODE = 'invalid_parameter_value',
-						  HINT = 'Channels are push, sms, email and webhook.';
-			END IF;
-		END LOOP;
-	END IF;
-
-	SELECT r.id, r.email, r.phone, r.locale, r.timezone, r.attributes INTO v_r
-	  FROM notify.recipients r WHERE r.external_id = recipient;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unknown recipient "%"', recipient
-			USING ERRCODE = 'no_data_found',
-				  HINT = 'Create it first with notify_upsert_recipient().';
-	END IF;
-
-	-- locale fallback: exact, then language, then the default ('')
-	IF v_r.locale IS NULL OR v_r.locale = '' THEN
-		v_locales := ARRAY[''];
-	ELSE
-		v_lang := split_part(replace(v_r.locale, '_', '-'), '-', 1);
-		v_locales := CASE WHEN v_lang <> v_r.locale THEN ARRAY[v_r.locale, v_lang, ''] ELSE ARRAY[v_r.locale, ''] END;
-	END IF;
-
-	FOR v_t IN
-		SELECT DISTINCT ON (t.channel) t.channel, t.version, t.content
-		  FROM notify.templates t
-		 WHERE t.name = template AND t.locale = ANY (v_locales)
-		   AND (channels IS NULL OR t.channel = ANY (channels))
-		 ORDER BY t.channel, array_position(v_locales, t.locale), t.version DESC
-	LOOP
-		v_rendered := v_rendered || jsonb_build_object(v_t.channel,
-			notify._render(v_t.content, v_t.channel, v_params, v_r.attributes, template));
-		v_versions := v_versions || jsonb_build_object(v_t.channel, v_t.version);
-		v_found := v_found || v_t.channel;
-	END LOOP;
-	IF cardinality(v_found) = 0 THEN
-		IF EXISTS (SELECT 1 FROM notify.templates t WHERE t.name = template) THEN
-			RAISE EXCEPTION 'template "%" has no variant for channels %', template, channels
-				USING ERRCODE = 'undefined_object',
-					  HINT = 'Add one with notify_put_template(), or send on the channels it has.';
-		END IF;
-		RAISE EXCEPTION 'unknown template "%"', template
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Create it with notify_put_template().';
-	END IF;
-	IF channels IS NOT NULL AND cardinality(v_found) < cardinality(channels) THEN
-		RAISE EXCEPTION 'template "%" has no variant for channel %', template,
-			(SELECT min(c) FROM unnest(channels) c WHERE c <> ALL (v_found))
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Add one with notify_put_template(), or leave that channel out.';
-	END IF;
-
-	/*
-	 * What is held back, per channel, and why: an opt-out (a category row
-	 * beats the channel row; no row means enabled), or a frequency cap the
-	 * recipient already reached on that channel (and category).
-	 */
-	SELECT coalesce(jsonb_object_agg(h.channel, h.reason), '{}') INTO v_held
-	  FROM (SELECT x.channel, 'recipient opted out of ' || x.channel AS reason
-			  FROM (SELECT DISTINCT ON (p.channel) p.channel, p.enabled
-					  FROM notify.preferences p
-					 WHERE p.recipient_id = v_r.id
-					   AND (p.category IS NULL OR p.category = notify_send.category)
-					 ORDER BY p.channel, p.category NULLS LAST) x
-			 WHERE NOT x.enabled
-			UNION ALL
-			SELECT c.channel, format('frequency cap reached: %s per %s', c.max_count, c.per)
-			  FROM notify.frequency_caps c
-			 WHERE c.channel = ANY (v_found)
-			   AND (c.category IS NULL OR c.category = notify_send.category)
-			   AND (SELECT count(*) FROM notify.notifications n
-					 WHERE n.recipient_id = v_r.id AND n.created_at > now() - c.per
-					   AND n.rendered ? c.channel
-					   AND (c.category IS NULL OR n.category = c.category)) >= c.max_count) h;
-
-	-- quiet hours (attribute quiet_hours "22:00-07:00", in the recipient's time zone)
-	-- hold push and sms that are not urgent until they end
-	IF priority < 5 AND send_at IS NULL AND v_r.attributes ? 'quiet_hours' THEN
-		v_quiet := notify._quiet_until(v_r.attributes->>'quiet_hours', coalesce(v_r.timezone, 'UTC'), now());
-	END IF;
-
-	/* --- write: the request, then one outbox row per destination --- */
-	-- only what is delivered keeps its content (frequency caps count it)
-	v_rendered := v_rendered - ARRAY(SELECT jsonb_object_keys(v_held));
-	INSERT INTO notify.notifications AS n (recipient_id, recipient, template, params, rendered, versions,
-										   category, priority, send_at, expires_at, idempotency_key)
-	VALUES (v_r.id, recipient, template, v_params, v_rendered, v_versions,
-			category, priority, send_at, expires_at, idempotency_key)
-	ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-	RETURNING n.id INTO v_id;
-	IF v_id IS NULL THEN
-		-- a concurrent transaction committed the same key first
-		SELECT n.id INTO v_id FROM notify.notifications n WHERE n.idempotency_key = notify_send.idempotency_key;
-		RETURN v_id;
-	END IF;
-
-	FOREACH v_channel IN ARRAY v_found LOOP
-		v_reason := v_held ->> v_channel;
-		v_enabled := v_reason IS NULL;
-		v_channel_due := CASE WHEN v_channel IN ('push', 'sms') AND v_quiet > v_due THEN v_quiet ELSE v_due END;
-
-		IF v_channel = 'push' THEN
-			v_devices := 0;
-			FOR v_d IN
-				SELECT d.id, d.app, k.kind,
-					   CASE WHEN d.platform = 'web' THEN d.subscription::text ELSE d.token END AS dest,
-					   coalesce((SELECT p.name FROM notify.providers p WHERE p.name = d.app AND p.kind = k.kind),
-								(SELECT p.name FROM notify.providers p WHERE p.name = k.kind),
-								(SELECT min(p.name) FROM notify.providers p
-								  WHERE p.kind = k.kind AND p.enabled HAVING count(*) = 1)) AS provider
-				  FROM notify.devices d,
-					   LATERAL (SELECT CASE d.platform WHEN 'ios' THEN 'apns' WHEN 'android' THEN 'fcm'
-										ELSE 'webpush' END AS kind) k
-				 WHERE d.recipient_id = v_r.id AND d.active
-				 ORDER BY d.id
-			LOOP
-				v_devices := v_devices + 1;
-				IF NOT v_enabled THEN
-					INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, destination, device_id,
-												   priority, status, last_error, created_at)
-					VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, 'push', v_d.dest, v_d.id,
-							priority, 'suppressed', v_reason, now());
-					CONTINUE;
-				END IF;
-				-- no usable instance: this raises the error that says why
-				v_provider := coalesce(v_d.provider, notify._provider_for(v_d.kind, v_d.app));
-				IF NOT v_provider = ANY (v_checked) THEN
-					PERFORM notify._check_payload(v_d.kind, v_provider, v_rendered->'push');
-					v_checked := v_checked || v_provider;
-				END IF;
-				INSERT INTO notify.outbox (notification_id, recipient_id, channel, provider, destination, device_id,
-										   priority, next_attempt_at, expires_at)
-				VALUES (v_id, v_r.id, 'push', v_provider, v_d.dest, v_d.id, priority, v_channel_due, expires_at);
-				v_wake := v_wake || v_provider;
-			END LOOP;
-			IF v_devices = 0 THEN
-				INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, priority, status,
-											   last_error, created_at)
-				VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, 'push', priority, 'skipped',
-						'recipient has no active device', now());
-			END IF;
-			CONTINUE;
-		END IF;
-
-		-- sms, email, webhook: one destination each
-		v_kind := CASE v_channel WHEN 'sms' THEN 'twilio' WHEN 'email' THEN 'smtp' ELSE 'webhook' END;
-		v_dest := CASE v_channel
-					WHEN 'sms' THEN v_r.phone
-					WHEN 'email' THEN v_r.email
-					-- a recipient's own URL (attribute webhook_url), else the provider's endpoint ('')
-					ELSE CASE WHEN (v_r.attributes->>'webhook_url') ~ '^https?://'
-							  THEN v_r.attributes->>'webhook_url' ELSE '' END
-				  END;
-		IF v_dest IS NULL THEN
-			INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, priority, status,
-										   last_error, created_at)
-			VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, v_channel, priority, 'skipped',
-					CASE v_channel WHEN 'sms' THEN 'recipient has no phone number'
-								   ELSE 'recipient has no email address' END, now());
-		ELSIF NOT v_enabled THEN
-			INSERT INTO notify.deliveries (id, notification_id, recipient_id, channel, destination,
-										   priority, status, last_error, created_at)
-			VALUES (nextval('notify.outbox_id_seq'), v_id, v_r.id, v_channel, v_dest, priority, 'suppressed',
-					v_reason, now());
-		ELSE
-			SELECT coalesce((SELECT p.name FROM notify.providers p WHERE p.name = v_kind),
-							(SELECT min(p.name) FROM notify.providers p
-							  WHERE p.kind = v_kind AND p.enabled HAVING count(*) = 1))
-			  INTO v_provider;
-			v_provider := coalesce(v_provider, notify._provider_for(v_kind, NULL));
-			INSERT INTO notify.outbox (notification_id, recipient_id, channel, provider, destination,
-									   priority, next_attempt_at, expires_at)
-			VALUES (v_id, v_r.id, v_channel, v_provider, v_dest, priority, v_channel_due, expires_at);
-			v_wake := v_wake || v_provider;
-		END IF;
-	END LOOP;
-
-	IF cardinality(v_wake) > 0 AND v_due <= now() THEN
-		PERFORM notify._wake_on_commit(v_wake);
-	END IF;
-	RETURN v_id;
-END;
-$$;
+AS 'MODULE_PATHNAME', 'notify_send'
+LANGUAGE C VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
 
 /* ------------------------------------------------------------------------
  * Pacing and audiences: quiet hours, frequency caps, groups, approval,

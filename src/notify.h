@@ -3,7 +3,8 @@
  * notify.h
  *	  Declarations shared by the PostgreSQL side of notify: GUCs (notify.c),
  *	  shared memory and wake-ups (shmem.c), the launcher (launcher.c) and
- *	  the delivery workers (worker.c).
+ *	  the delivery workers (worker.c), and what sqlfuncs.c lends to
+ *	  notify_send() (send.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +15,7 @@
 
 #include "datatype/timestamp.h"
 #include "storage/latch.h"
+#include "utils/jsonb.h"
 
 /* Limits of the shared state. */
 #define NOTIFY_MAX_DATABASES	8
@@ -101,6 +103,12 @@ PGDLLEXPORT void notify_launcher_main(Datum arg);
 /* maintenance.c */
 extern void notify_maintenance(void);
 extern void notify_maintenance_reset(void);
+
+/* sqlfuncs.c */
+extern void notify_check_push_payload(const char *kind, const char *provider,
+									  Jsonb *message);
+extern bool notify_push_payload_fits(const char *kind, Jsonb *message);
+extern void notify_wake_at_commit(const char *const *providers, int n);
 
 /* worker.c */
 PGDLLEXPORT void notify_worker_main(Datum arg);

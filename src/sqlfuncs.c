@@ -5,6 +5,9 @@
  *	  provider configuration checks and secret masking, the send-time
  *	  payload size check, and wake-up at commit.
  *
+ * notify_check_push_payload() and notify_wake_at_commit() are also called
+ * directly from C by notify_send() (send.c); see notify.h.
+ *
  * The provider-specific knowledge (which keys are secret, how big a
  * payload gets) stays in the provider files; this file only adapts it to
  * SQL: Jsonb in, ereport out, and no jansson object alive when an ERROR
@@ -248,12 +251,15 @@ notify_mask_secrets(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(copy)));
 }
 
-Datum
-notify_check_payload(PG_FUNCTION_ARGS)
+/*
+ * Refuse a rendered push message that the provider could not encode or
+ * that is over its payload limit.  Called by notify_send() (send.c) for
+ * every provider instance a send reaches, and from SQL below.
+ */
+void
+notify_check_push_payload(const char *kind, const char *provider,
+						  Jsonb *message)
 {
-	char	   *kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	char	   *provider = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	Jsonb	   *message = PG_GETARG_JSONB_P(2);
 	const NotifyProviderOps *ops = lookup_kind(kind);
 	json_t	   *json;
 	long		limit = 0;
@@ -262,7 +268,7 @@ notify_check_payload(PG_FUNCTION_ARGS)
 	char	   *message_text = NULL;
 
 	if (ops->payload_size == NULL)
-		PG_RETURN_VOID();
+		return;
 
 	json = jsonb_to_jansson(message);
 	size = ops->payload_size(json, &limit, &err);
@@ -285,6 +291,38 @@ notify_check_payload(PG_FUNCTION_ARGS)
 				 errmsg("rendered push payload for provider \"%s\" is %ld bytes, over the %s limit of %ld bytes",
 						provider, size, kind, limit),
 				 errhint("Shorten the text or the data; send large content by reference (a URL or an id) instead.")));
+}
+
+/*
+ * Would notify_check_push_payload() pass?  (No ERROR: notify_send() asks
+ * first and calls the raising check only on the path that raises.)
+ */
+bool
+notify_push_payload_fits(const char *kind, Jsonb *message)
+{
+	const NotifyProviderOps *ops = notify_provider_lookup(kind);
+	json_t	   *json;
+	long		limit = 0;
+	long		size;
+	char	   *err = NULL;
+
+	if (ops == NULL)
+		return false;
+	if (ops->payload_size == NULL)
+		return true;
+	json = jsonb_to_jansson(message);
+	size = ops->payload_size(json, &limit, &err);
+	json_decref(json);
+	free(err);
+	return size >= 0 && !(limit > 0 && size > limit);
+}
+
+Datum
+notify_check_payload(PG_FUNCTION_ARGS)
+{
+	notify_check_push_payload(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+							  text_to_cstring(PG_GETARG_TEXT_PP(1)),
+							  PG_GETARG_JSONB_P(2));
 	PG_RETURN_VOID();
 }
 
@@ -331,16 +369,16 @@ wake_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-Datum
-notify_wake_on_commit(PG_FUNCTION_ARGS)
+/*
+ * Wake the workers of these providers when the current transaction
+ * commits (duplicates and NULLs are ignored).  Nothing to do when notify
+ * is not preloaded: there are no workers.
+ */
+void
+notify_wake_at_commit(const char *const *providers, int n)
 {
-	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-
 	if (!notify_shmem_ready())
-		PG_RETURN_VOID();
+		return;
 
 	if (!callback_registered)
 	{
@@ -348,15 +386,13 @@ notify_wake_on_commit(PG_FUNCTION_ARGS)
 		callback_registered = true;
 	}
 
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
 	for (int i = 0; i < n && !wake_all; i++)
 	{
-		char	   *name;
+		const char *name = providers[i];
 		bool		seen = false;
 
-		if (nulls[i])
+		if (name == NULL)
 			continue;
-		name = TextDatumGetCString(elems[i]);
 		for (int j = 0; j < wake_count; j++)
 			if (strcmp(wake_names[j], name) == 0)
 				seen = true;
@@ -369,6 +405,25 @@ notify_wake_on_commit(PG_FUNCTION_ARGS)
 		}
 		wake_names[wake_count++] = MemoryContextStrdup(TopTransactionContext, name);
 	}
+}
+
+Datum
+notify_wake_on_commit(PG_FUNCTION_ARGS)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	const char **names;
+	int			n;
+
+	if (!notify_shmem_ready())
+		PG_RETURN_VOID();
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	names = palloc(sizeof(char *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		names[i] = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
+	notify_wake_at_commit(names, n);
 	PG_RETURN_VOID();
 }
 
