@@ -1276,38 +1276,38 @@ BEGIN
 END;
 $$;
 
-CREATE FUNCTION notify_pause(provider text)
+/*
+ * Pause or resume a provider.  updated_at is left alone: it marks a
+ * configuration change, which would make the workers rebuild their state
+ * and drop their connections.  Workers read "paused" at every batch; the
+ * idle ones are woken at commit.
+ */
+CREATE FUNCTION notify._set_paused(p_provider text, p_paused boolean)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-	UPDATE notify.providers p SET paused = true, updated_at = now() WHERE p.name = notify_pause.provider;
+	UPDATE notify.providers p SET paused = p_paused WHERE p.name = p_provider;
 	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unknown provider "%"', provider
+		RAISE EXCEPTION 'unknown provider "%"', p_provider
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'See notify.provider_settings for the configured providers.';
 	END IF;
-	-- workers re-read their provider at every batch; wake the idle ones now
-	PERFORM notify._wake_on_commit(ARRAY[provider]);
+	PERFORM notify._wake_on_commit(ARRAY[p_provider]);
 END;
 $$;
 
+CREATE FUNCTION notify_pause(provider text)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT notify._set_paused(provider, true) $$;
+
 CREATE FUNCTION notify_resume(provider text)
 RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-	UPDATE notify.providers p SET paused = false, updated_at = now() WHERE p.name = notify_resume.provider;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'unknown provider "%"', provider
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'See notify.provider_settings for the configured providers.';
-	END IF;
-	PERFORM notify._wake_on_commit(ARRAY[provider]);
-END;
-$$;
+AS $$ SELECT notify._set_paused(provider, false) $$;
 
 CREATE FUNCTION notify_workers()
 RETURNS TABLE (pid integer, database name, provider text, worker integer, state text,
